@@ -1,0 +1,292 @@
+/* exec.c — the executor: one forward over a batch (every value kept, so methods can
+ * read any activation and backward can reuse them), and backward from any value to
+ * the input, intermediates and weights, with per-op rules taken from a table so that
+ * modified backward passes (guided, deconvnet, LRP) reuse this code unchanged. */
+#include "internal.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+struct lp_run {
+    lp_model *m;
+    lp_device dev;
+    const lp_backend *be;
+    lp_tensor **val;   /* per value: its tensor after forward */
+    char *owned;       /* val[v] belongs to the run (else it is the model's constant) */
+    lp_tensor **grad;  /* per value: gradient after backward, or NULL */
+    lp_shape *shapes;  /* per value: this run's shapes */
+    char *capture;     /* values the caller asked for */
+    int capture_all;
+    int has_forward;
+    int64_t gen;       /* the model's structure is fixed for a run; weights may change */
+};
+
+static lp_status value_id(const lp_run *r, const char *name, int *id) {
+    *id = lp_model_find_value(r->m, name);
+    if (*id < 0)
+        return lp_fail(LP_ERR_ARG, "%s: no value named '%s' (see `loupe info` for node and output names)",
+                       r->m->path ? r->m->path : "model", name);
+    return LP_OK;
+}
+
+lp_status lp_run_new(lp_model *m, lp_device dev, lp_run **out) {
+    *out = NULL;
+    const lp_backend *be = lp_backend_get(dev);
+    if (!be) return LP_ERR_DEVICE;
+    lp_run *r = lp_calloc(1, sizeof *r);
+    if (!r) return LP_ERR_OOM;
+    size_t nv = (size_t)m->n_values + 1;
+    r->m = m;
+    r->dev = dev;
+    r->be = be;
+    r->val = lp_calloc(nv, sizeof *r->val);
+    r->owned = lp_calloc(nv, 1);
+    r->grad = lp_calloc(nv, sizeof *r->grad);
+    r->shapes = lp_calloc(nv, sizeof *r->shapes);
+    r->capture = lp_calloc(nv, 1);
+    if (!r->val || !r->owned || !r->grad || !r->shapes || !r->capture) {
+        lp_run_free(r);
+        return LP_ERR_OOM;
+    }
+    *out = r;
+    return LP_OK;
+}
+
+void lp_run_free(lp_run *r) {
+    if (!r) return;
+    for (int v = 0; r->val && v < r->m->n_values; v++) {
+        if (r->owned[v]) lp_tensor_free(r->val[v]);
+        if (r->grad) lp_tensor_free(r->grad[v]);
+    }
+    free(r->val);
+    free(r->owned);
+    free(r->grad);
+    free(r->shapes);
+    free(r->capture);
+    free(r);
+}
+
+lp_status lp_run_capture(lp_run *r, const char *name) {
+    if (!strcmp(name, "*")) {
+        r->capture_all = 1;
+        return LP_OK;
+    }
+    int id;
+    LP_TRY(value_id(r, name, &id));
+    r->capture[id] = 1;
+    return LP_OK;
+}
+
+/* A run-owned tensor for value v of shape s, reusing the last one when it fits. */
+static lp_status ensure_tensor(lp_run *r, int v, const lp_shape *s, lp_dtype dt) {
+    lp_tensor *t = r->val[v];
+    if (t && r->owned[v] && t->dtype == dt) {
+        lp_shape ts = lp_tensor_shape(t);
+        if (lp_shape_eq(&ts, s)) return LP_OK;
+    }
+    if (r->owned[v]) lp_tensor_free(t);
+    r->val[v] = NULL;
+    r->owned[v] = 0;
+    LP_TRY(lp_tensor_new_shape(&r->val[v], r->dev, dt, s));
+    r->owned[v] = 1;
+    return LP_OK;
+}
+
+/* Constants live in the model on the host; on another device the run keeps a copy. */
+static lp_status bind_constants(lp_run *r) {
+    lp_model *m = r->m;
+    for (int v = 0; v < m->n_values; v++) {
+        lp_tensor *init = m->values[v].init;
+        if (!init) continue;
+        r->shapes[v] = lp_tensor_shape(init);
+        if (r->dev == LP_DEVICE_CPU || init->dtype == LP_I64) {
+            r->val[v] = init;
+            r->owned[v] = 0;
+        } else {
+            /* Re-upload each forward: trainers update the host weights in place. */
+            LP_TRY(ensure_tensor(r, v, &r->shapes[v], init->dtype));
+            LP_TRY(r->be->upload(r->val[v]->data, init->data, init->nbytes));
+        }
+    }
+    return LP_OK;
+}
+
+lp_status lp_run_forward(lp_run *r, const lp_tensor *input) {
+    lp_model *m = r->m;
+    char a[96], b[96];
+    r->has_forward = 0;
+    if (!m->n_inputs) return lp_fail(LP_ERR_ARG, "the model has no input");
+    int in_id = m->inputs[0];
+    const lp_shape *decl = &m->values[in_id].shape;
+    lp_shape is = lp_tensor_shape(input);
+    if (input->dtype != LP_F32) return lp_fail(LP_ERR_UNSUPPORTED, "input must be float32");
+    if (is.ndim != decl->ndim || (decl->ndim >= 2 && is.d[1] != decl->d[1]))
+        return lp_fail(LP_ERR_SHAPE, "input is %s but the model '%s' expects %s (batch may differ)",
+                       lp_shape_fmt(&is, a, sizeof a), m->path ? m->path : "model", lp_shape_fmt(decl, b, sizeof b));
+    LP_TRY(bind_constants(r));
+    /* Shapes for this batch. */
+    for (int v = 0; v < m->n_values; v++)
+        if (!m->values[v].init) r->shapes[v] = m->values[v].shape;
+    r->shapes[in_id] = is;
+    for (int i = 0; i < m->n_nodes; i++) {
+        lp_status s = lp_node_infer(m, &m->nodes[i], r->shapes);
+        if (s != LP_OK)
+            return lp_fail_prefix(s, "input %s (model declares %s)", lp_shape_fmt(&is, a, sizeof a),
+                                  lp_shape_fmt(decl, b, sizeof b));
+    }
+    LP_TRY(ensure_tensor(r, in_id, &is, LP_F32));
+    if (input->device == r->dev)
+        LP_TRY(r->be->copy(r->val[in_id]->data, input->data, input->nbytes));
+    else if (input->device == LP_DEVICE_CPU)
+        LP_TRY(r->be->upload(r->val[in_id]->data, input->data, input->nbytes));
+    else {
+        lp_tensor *tmp;
+        LP_TRY(lp_tensor_clone(&tmp, input, r->dev));
+        lp_tensor_free(r->val[in_id]);
+        r->val[in_id] = tmp;
+    }
+    lp_ctx c = {r->be, m};
+    for (int i = 0; i < m->n_nodes; i++) {
+        const lp_node *n = &m->nodes[i];
+        lp_tensor *in[LP_MAX_IO], *out[LP_MAX_IO];
+        for (int k = 0; k < n->n_in; k++) in[k] = n->in[k] >= 0 ? r->val[n->in[k]] : NULL;
+        for (int k = 0; k < n->n_out; k++) {
+            int v = n->out[k];
+            LP_TRY(ensure_tensor(r, v, &r->shapes[v], m->values[v].dtype));
+            out[k] = r->val[v];
+        }
+        lp_status s = n->op->forward(&c, n, in, out);
+        if (s != LP_OK) {
+            char ctx[512];
+            return lp_fail_prefix(s, "%s", lp_node_ctx(m, n, ctx, sizeof ctx));
+        }
+    }
+    r->has_forward = 1;
+    return LP_OK;
+}
+
+const lp_tensor *lp_run_value(const lp_run *r, const char *name) {
+    int id = lp_model_find_value(r->m, name);
+    if (id < 0 || !r->has_forward) return NULL;
+    return r->val[id];
+}
+
+const lp_tensor *lp_run_output(const lp_run *r) {
+    if (!r->has_forward || !r->m->n_outputs) return NULL;
+    return r->val[r->m->outputs[0]];
+}
+
+const lp_tensor *lp_run_grad(const lp_run *r, const char *name) {
+    int id = lp_model_find_value(r->m, name);
+    return id < 0 ? NULL : r->grad[id];
+}
+
+static lp_status ensure_grad(lp_run *r, int v) {
+    lp_tensor *g = r->grad[v];
+    if (g) {
+        lp_shape gs = lp_tensor_shape(g);
+        if (lp_shape_eq(&gs, &r->shapes[v])) return r->be->zero(g->data, g->nbytes);
+        lp_tensor_free(g);
+        r->grad[v] = NULL;
+    }
+    return lp_tensor_new_shape(&r->grad[v], r->dev, LP_F32, &r->shapes[v]);
+}
+
+lp_status lp_run_backward(lp_run *r, const lp_backward_opts *opts) {
+    lp_model *m = r->m;
+    lp_backward_opts dflt = {0};
+    if (!opts) opts = &dflt;
+    if (!r->has_forward) return lp_fail(LP_ERR_ARG, "backward needs a forward pass first");
+    int of = m->n_outputs ? m->outputs[0] : -1;
+    if (opts->of) LP_TRY(value_id(r, opts->of, &of));
+    if (of < 0) return lp_fail(LP_ERR_ARG, "the model has no output to differentiate");
+    if (m->values[of].dtype != LP_F32) return lp_fail(LP_ERR_ARG, "value '%s' is not a float tensor", m->values[of].name);
+
+    /* Which values carry a gradient: those that depend on the input (or on weights). */
+    size_t nv = (size_t)m->n_values;
+    char *req = lp_calloc(nv + 1, 1);
+    if (!req) return LP_ERR_OOM;
+    for (int i = 0; i < m->n_inputs; i++) req[m->inputs[i]] = 1;
+    if (opts->weight_grads)
+        for (size_t v = 0; v < nv; v++)
+            if (m->values[v].is_param) req[v] = 1;
+    for (int i = 0; i < m->n_nodes; i++) {
+        const lp_node *n = &m->nodes[i];
+        int any = 0;
+        for (int k = 0; k < n->n_in; k++)
+            if (n->in[k] >= 0 && req[n->in[k]] && m->values[n->in[k]].dtype == LP_F32) any = 1;
+        for (int k = 0; k < n->n_out; k++) req[n->out[k]] = any && m->values[n->out[k]].dtype == LP_F32;
+    }
+    lp_status s = LP_OK;
+    for (size_t v = 0; v < nv; v++) { /* stale gradients from an earlier backward would mislead */
+        lp_tensor_free(r->grad[v]);
+        r->grad[v] = NULL;
+    }
+    s = ensure_grad(r, of);
+    if (s != LP_OK) goto out;
+    lp_tensor *g = r->grad[of];
+    if (opts->seed) {
+        lp_shape ss = lp_tensor_shape(opts->seed);
+        if (!lp_shape_eq(&ss, &r->shapes[of]) || opts->seed->dtype != LP_F32) {
+            char a[96], b[96];
+            s = lp_fail(LP_ERR_SHAPE, "backward seed is %s but value '%s' is %s", lp_shape_fmt(&ss, a, sizeof a),
+                        m->values[of].name, lp_shape_fmt(&r->shapes[of], b, sizeof b));
+            goto out;
+        }
+        if (opts->seed->device == r->dev)
+            s = r->be->copy(g->data, opts->seed->data, g->nbytes);
+        else if (opts->seed->device == LP_DEVICE_CPU)
+            s = r->be->upload(g->data, opts->seed->data, g->nbytes);
+        else
+            s = lp_fail(LP_ERR_ARG, "backward seed is on another device");
+    } else {
+        s = r->be->fill(lp_tensor_numel(g), 1.0f, g->data);
+    }
+    if (s != LP_OK) goto out;
+
+    lp_ctx c = {r->be, m};
+    int last = m->values[of].producer;
+    for (int i = last; i >= 0; i--) {
+        const lp_node *n = &m->nodes[i];
+        lp_tensor *in[LP_MAX_IO], *out[LP_MAX_IO], *dout[LP_MAX_IO], *din[LP_MAX_IO];
+        int live = 0;
+        for (int k = 0; k < n->n_out; k++) {
+            dout[k] = r->grad[n->out[k]];
+            out[k] = r->val[n->out[k]];
+            live |= dout[k] != NULL;
+        }
+        if (!live) continue;
+        int need = 0;
+        for (int k = 0; k < n->n_in; k++) {
+            int v = n->in[k];
+            in[k] = v >= 0 ? r->val[v] : NULL;
+            din[k] = NULL;
+            if (v < 0 || !req[v]) continue;
+            if (!r->grad[v]) {
+                s = ensure_grad(r, v);
+                if (s != LP_OK) goto out;
+            }
+            din[k] = r->grad[v];
+            need = 1;
+        }
+        if (!need) continue;
+        lp_backward_fn fn = n->op->backward;
+        if (opts->rules) {
+            int idx = lp_op_index(n->op);
+            if (idx >= 0 && idx < opts->rules->n && opts->rules->fn[idx]) fn = opts->rules->fn[idx];
+        }
+        char ctx[512];
+        if (!fn) {
+            s = lp_fail(LP_ERR_UNSUPPORTED, "%s: no gradient is defined for this op", lp_node_ctx(m, n, ctx, sizeof ctx));
+            goto out;
+        }
+        s = fn(&c, n, in, out, dout, din);
+        if (s != LP_OK) {
+            s = lp_fail_prefix(s, "%s (backward)", lp_node_ctx(m, n, ctx, sizeof ctx));
+            goto out;
+        }
+    }
+out:
+    free(req);
+    return s;
+}

@@ -1,0 +1,203 @@
+/* internal.h — private engine types: error helpers, the graph IR, the op table
+ * and the executor context. Front ends never include this; engine code does. */
+#ifndef LOUPE_INTERNAL_H
+#define LOUPE_INTERNAL_H
+
+#include "loupe.h"
+#include "backend.h"
+
+#include <stdarg.h>
+#include <stdio.h>
+
+/* ---- errors ---------------------------------------------------------------- */
+/* Set the thread's last error (printf-style) and return `s`. */
+lp_status lp_fail(lp_status s, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* Prefix the current message with "prefix: " (adds context as errors travel up). */
+lp_status lp_fail_prefix(lp_status s, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+void lp_clear_error(void);
+
+#define LP_TRY(expr)                                                                              \
+    do {                                                                                          \
+        lp_status _lp_s = (expr);                                                                 \
+        if (_lp_s != LP_OK) return _lp_s;                                                         \
+    } while (0)
+
+/* malloc/calloc that set an LP_ERR_OOM message on failure. */
+void *lp_malloc(size_t n);
+void *lp_calloc(size_t n, size_t size);
+char *lp_strdup(const char *s);
+
+/* ---- shapes ---------------------------------------------------------------- */
+typedef struct lp_shape {
+    int ndim;
+    int64_t d[LP_MAX_DIMS];
+} lp_shape;
+
+int64_t lp_shape_numel(const lp_shape *s);
+int lp_shape_eq(const lp_shape *a, const lp_shape *b);
+const char *lp_shape_fmt(const lp_shape *s, char *buf, size_t len);
+/* A host tensor viewing existing memory (owns = 0). */
+lp_tensor lp_tensor_view(lp_device dev, lp_dtype dt, const lp_shape *s, void *data);
+lp_status lp_tensor_new_shape(lp_tensor **out, lp_device dev, lp_dtype dt, const lp_shape *s);
+lp_shape lp_tensor_shape(const lp_tensor *t);
+
+/* ---- attributes ------------------------------------------------------------ */
+typedef enum lp_attr_type {
+    LP_ATTR_FLOAT = 1, LP_ATTR_INT, LP_ATTR_STRING, LP_ATTR_TENSOR,
+    LP_ATTR_FLOATS, LP_ATTR_INTS, LP_ATTR_STRINGS
+} lp_attr_type;
+
+typedef struct lp_attr {
+    char *name;
+    lp_attr_type type;
+    float f;
+    int64_t i;
+    char *s;
+    lp_tensor *t;
+    int n;          /* count for FLOATS / INTS / STRINGS */
+    float *floats;
+    int64_t *ints;
+    char **strings;
+} lp_attr;
+
+/* ---- the graph IR ------------------------------------------------------------ */
+#define LP_MAX_IO 64 /* Concat in DenseNet has up to ~49 inputs */
+
+/* A value: a graph input, an initializer (constant), or a node output. */
+typedef struct lp_value {
+    char *name;
+    lp_shape shape;        /* static shape, inferred at load for the declared input */
+    lp_dtype dtype;
+    int producer;          /* node index, or -1 (input / initializer) */
+    int is_input;
+    lp_tensor *init;       /* host constant (initializer / folded), or NULL */
+    int is_param;          /* a trainable weight (float initializer of the original graph) */
+} lp_value;
+
+typedef struct lp_node {
+    char *name;
+    char *op_type;
+    const struct lp_op *op; /* resolved at load */
+    int n_in, n_out;
+    int *in;                /* value ids, -1 for an omitted optional input */
+    int *out;
+    int n_attr;
+    lp_attr *attr;
+    void *params;           /* op-specific parsed attributes (op->check fills; freed with free()) */
+} lp_node;
+
+struct lp_model {
+    char *path;             /* file it came from (for messages), may be NULL */
+    int n_values, cap_values;
+    lp_value *values;
+    int n_nodes, cap_nodes;
+    lp_node *nodes;         /* topological order */
+    int n_inputs;
+    int inputs[8];          /* graph inputs that are not initializers */
+    int n_outputs;
+    int outputs[8];
+    int64_t opset;
+    char *producer;
+};
+
+/* Builder, used by the ONNX importer, the trainer and tests. */
+lp_model *lp_model_new(void);
+/* Find a value by name (-1 if absent). */
+int lp_model_find_value(const lp_model *m, const char *name);
+/* Get or create a value by name. */
+int lp_model_value(lp_model *m, const char *name);
+int lp_model_add_input(lp_model *m, const char *name, const lp_shape *s);
+/* Takes ownership of `t`. */
+int lp_model_add_initializer(lp_model *m, const char *name, lp_tensor *t, int is_param);
+/* Add a node; inputs/outputs by value name ("" = omitted optional input).
+ * Attributes are added afterwards with lp_node_set_*. Returns node index or -1 (OOM). */
+int lp_model_add_node(lp_model *m, const char *op_type, const char *name,
+                      int n_in, const char *const *in, int n_out, const char *const *out);
+void lp_model_mark_output(lp_model *m, const char *name);
+lp_attr *lp_node_add_attr(lp_node *n, const char *name, lp_attr_type type);
+void lp_node_set_int(lp_node *n, const char *name, int64_t v);
+void lp_node_set_float(lp_node *n, const char *name, float v);
+void lp_node_set_ints(lp_node *n, const char *name, int cnt, const int64_t *v);
+void lp_node_set_floats(lp_node *n, const char *name, int cnt, const float *v);
+void lp_node_set_string(lp_node *n, const char *name, const char *v);
+
+const lp_attr *lp_node_attr(const lp_node *n, const char *name);
+int64_t lp_attr_int(const lp_node *n, const char *name, int64_t dflt);
+float lp_attr_float(const lp_node *n, const char *name, float dflt);
+/* Copies up to max ints; returns the count (or -1 if absent). */
+int lp_attr_ints(const lp_node *n, const char *name, int64_t *dst, int max);
+const char *lp_attr_string(const lp_node *n, const char *name, const char *dflt);
+
+/* Resolve ops, parse attributes (op->check), infer static shapes from the inputs'
+ * declared shapes. Called after building or importing. */
+lp_status lp_model_finalize(lp_model *m);
+/* Infer one node's output shapes from shapes[] (indexed by value id) into shapes[]. */
+lp_status lp_node_infer(const lp_model *m, const lp_node *n, lp_shape *shapes);
+/* Constant folding (any node whose inputs are all constant, incl. Shape of a
+ * statically shaped value) and BatchNormalization folding into Conv. */
+lp_status lp_model_fold(lp_model *m);
+/* Remove nodes whose outputs nobody uses and values nothing refers to. */
+void lp_model_prune(lp_model *m);
+/* "model.onnx: node 'x' (Conv)" style context for messages. */
+const char *lp_node_ctx(const lp_model *m, const lp_node *n, char *buf, size_t len);
+
+/* ---- ops ------------------------------------------------------------------- */
+typedef struct lp_ctx {
+    const lp_backend *be;
+    lp_model *model;
+} lp_ctx;
+
+/* Ops' forward/backward see tensors on the run's device; int64 tensors (shapes,
+ * axes, pads) are always host constants. in[i] is NULL for an omitted input. */
+typedef lp_status (*lp_forward_fn)(lp_ctx *c, const lp_node *n, lp_tensor *const *in,
+                                   lp_tensor *const *out);
+/* Backward: given the forward's inputs, outputs and the output gradients dout,
+ * ACCUMULATE (+=) into din[i] for every din[i] != NULL (the executor zeroes them
+ * and passes NULL for inputs that need no gradient, e.g. constants or weights when
+ * weight gradients are off). dout[j] may be NULL for an output nobody used. */
+typedef lp_status (*lp_backward_fn)(lp_ctx *c, const lp_node *n, lp_tensor *const *in,
+                                    lp_tensor *const *out, lp_tensor *const *dout,
+                                    lp_tensor *const *din);
+
+typedef struct lp_op {
+    const char *type; /* ONNX op_type */
+    /* Validate attributes and input count; may fill n->params. */
+    lp_status (*check)(lp_model *m, lp_node *n);
+    /* Output shapes from input shapes; `in_const[i]` is the constant tensor of input
+     * i when it is one (needed by Reshape, Pad, Slice...), else NULL. */
+    lp_status (*infer)(const lp_node *n, const lp_shape *in, const lp_tensor *const *in_const,
+                       lp_shape *out);
+    lp_forward_fn forward;
+    lp_backward_fn backward;      /* NULL: not differentiable (error if reached) */
+    /* Multiply-adds for `loupe info` (NULL: 0). */
+    int64_t (*macs)(const lp_node *n, const lp_shape *in, const lp_shape *out);
+    /* Output dtype is int64 (Shape) — such nodes only run during folding. */
+    int int64_out;
+} lp_op;
+
+/* Op registry (engine/ops/registry.c). */
+const lp_op *lp_op_find(const char *type);
+/* For error messages: comma-separated list of supported ops. */
+const char *lp_op_list(void);
+
+/* Ops are identified in rule tables by their index in the registry. */
+int lp_op_index(const lp_op *op);
+int lp_op_count(void);
+
+struct lp_rules {
+    /* Indexed by lp_op_index; NULL entry = the op's own backward. */
+    lp_backward_fn *fn;
+    int n;
+    void *user;
+};
+
+/* ONNX import from memory (`name` is used in messages); lp_model_load reads the
+ * file and calls this with the model's folder for external data. */
+lp_status lp_model_load_mem(const void *buf, size_t len, const char *name, const char *dir, lp_model **out);
+/* Image decode from memory (PNG or JPEG by signature); `name` is used in messages. */
+lp_status lp_image_decode(const void *buf, size_t len, const char *name, lp_image *out);
+
+/* Run one node's forward on a backend for host tensors (used by folding). */
+lp_status lp_node_eval_host(lp_model *m, const lp_node *n, lp_tensor *const *in, lp_tensor *const *out);
+
+#endif

@@ -1,0 +1,176 @@
+/* loupe.h — the one public header of libloupe: tensors, models, runs (forward and
+ * backward), image/array I/O and training. Every function returns an lp_status;
+ * lp_last_error() holds a one-line message with context. The library never exits
+ * or prints. */
+#ifndef LOUPE_H
+#define LOUPE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* ---- status ---------------------------------------------------------------- */
+typedef enum lp_status {
+    LP_OK = 0,
+    LP_ERR_IO,          /* file missing, unreadable, unwritable */
+    LP_ERR_PARSE,       /* malformed ONNX / image / npy / idx */
+    LP_ERR_UNSUPPORTED, /* unknown op, dtype, format feature */
+    LP_ERR_SHAPE,       /* shape mismatch, wrong rank */
+    LP_ERR_ARG,         /* bad argument (name not found, value out of range) */
+    LP_ERR_OOM,         /* out of memory (host or device) */
+    LP_ERR_DEVICE,      /* device missing or a CUDA/cuDNN/cuBLAS failure */
+    LP_ERR_INTERNAL
+} lp_status;
+
+const char *lp_status_str(lp_status s);
+/* The message of the last failing call on this thread ("" if none). */
+const char *lp_last_error(void);
+
+/* ---- tensors ---------------------------------------------------------------- */
+#define LP_MAX_DIMS 6
+
+typedef enum lp_dtype { LP_F32 = 0, LP_I64 = 1 } lp_dtype;
+typedef enum lp_device { LP_DEVICE_CPU = 0, LP_DEVICE_CUDA = 1 } lp_device;
+
+/* A dense, row-major (NCHW for images) tensor. int64 tensors always live on the host. */
+typedef struct lp_tensor {
+    int ndim;
+    int64_t shape[LP_MAX_DIMS];
+    lp_dtype dtype;
+    lp_device device;
+    void *data;
+    size_t nbytes;
+    int owns; /* data freed by lp_tensor_free */
+} lp_tensor;
+
+/* New zero-filled tensor on `dev`. */
+lp_status lp_tensor_new(lp_tensor **out, lp_device dev, lp_dtype dt, int ndim, const int64_t *shape);
+/* A copy of `src` on `dev`. */
+lp_status lp_tensor_clone(lp_tensor **out, const lp_tensor *src, lp_device dev);
+void lp_tensor_free(lp_tensor *t);
+int64_t lp_tensor_numel(const lp_tensor *t);
+size_t lp_dtype_size(lp_dtype dt);
+/* Host copy of a (possibly device) tensor's data into dst (nbytes bytes). */
+lp_status lp_tensor_read(const lp_tensor *t, void *dst, size_t nbytes);
+/* "1x3x224x224" into buf. */
+const char *lp_shape_str(int ndim, const int64_t *shape, char *buf, size_t len);
+
+/* ---- devices ---------------------------------------------------------------- */
+/* Number of usable CUDA devices (0 when built without CUDA or none present). */
+int lp_cuda_device_count(void);
+/* Parse "cpu" | "cuda" | "auto" into a device; auto picks CUDA when present. */
+lp_status lp_device_parse(const char *s, lp_device *out);
+const char *lp_device_name(lp_device d);
+
+/* ---- models (the graph IR) ---------------------------------------------------- */
+typedef struct lp_model lp_model;
+
+/* Load an ONNX file (inline or external weights). Folds constants, Shape/Gather
+ * chains and BatchNormalization into a preceding Conv; infers static shapes. */
+lp_status lp_model_load(const char *path, lp_model **out);
+/* Write the model as ONNX (opset 13), weights inline. */
+lp_status lp_model_save(const lp_model *m, const char *path);
+void lp_model_free(lp_model *m);
+
+/* The model's (first) input: name and declared shape (dynamic dims reported as 1). */
+const char *lp_model_input_name(const lp_model *m);
+lp_status lp_model_input_shape(const lp_model *m, int *ndim, int64_t shape[LP_MAX_DIMS]);
+const char *lp_model_output_name(const lp_model *m);
+/* Sum of the element counts of all float initializers (the weights). */
+int64_t lp_model_param_count(const lp_model *m);
+
+typedef struct lp_node_info {
+    const char *name;   /* node name (ONNX), or its first output's name if unnamed */
+    const char *op;     /* ONNX op_type */
+    const char *output; /* first output value's name */
+    int ndim;           /* static output shape (for the declared input shape) */
+    int64_t shape[LP_MAX_DIMS];
+    int64_t params;     /* float initializer elements the node reads */
+    int64_t macs;       /* multiply-adds per forward (batch of the declared shape) */
+} lp_node_info;
+
+int lp_model_num_nodes(const lp_model *m);
+lp_status lp_model_node_info(const lp_model *m, int i, lp_node_info *out);
+/* Does the model have a value (node output, input, or initializer) of this name? */
+int lp_model_has_value(const lp_model *m, const char *name);
+
+/* ---- runs: forward and backward over one batch -------------------------------- */
+typedef struct lp_run lp_run;
+/* Backward rules: per-op backward functions as data. NULL means the true gradient.
+ * Later methods (guided backprop, deconvnet, LRP) build their own tables. */
+typedef struct lp_rules lp_rules;
+
+lp_status lp_run_new(lp_model *m, lp_device dev, lp_run **out);
+void lp_run_free(lp_run *r);
+/* Keep the named value (or every value with "*") after forward, for reading. */
+lp_status lp_run_capture(lp_run *r, const char *value_name);
+/* Run forward on `input` (N x ... ; any device). The batch size may differ from
+ * the declared one. */
+lp_status lp_run_forward(lp_run *r, const lp_tensor *input);
+/* A value after forward: the output, a captured value, or an initializer. NULL if absent. */
+const lp_tensor *lp_run_value(const lp_run *r, const char *name);
+const lp_tensor *lp_run_output(const lp_run *r);
+
+typedef struct lp_backward_opts {
+    const char *of;          /* value to differentiate (NULL: the model output) */
+    const lp_tensor *seed;   /* d(objective)/d(of), same shape as `of`; NULL: ones */
+    int weight_grads;        /* also compute gradients of every float initializer */
+    const lp_rules *rules;   /* NULL: the true gradient */
+} lp_backward_opts;
+
+/* Backward from `opts->of` to the input (and captured values, and weights on
+ * request). Needs a prior lp_run_forward. */
+lp_status lp_run_backward(lp_run *r, const lp_backward_opts *opts);
+/* Gradient w.r.t. a value (input name, captured value, or initializer when
+ * weight_grads). NULL if not computed. */
+const lp_tensor *lp_run_grad(const lp_run *r, const char *name);
+
+/* ---- images and arrays ---------------------------------------------------- */
+typedef struct lp_image {
+    int w, h, c;      /* c: 1 gray, 3 RGB, 4 RGBA */
+    float *px;        /* h*w*c floats in [0,1], interleaved (HWC) */
+} lp_image;
+
+/* Decode PNG (8/16-bit, gray/RGB/RGBA/palette) or JPEG by content. */
+lp_status lp_image_load(const char *path, lp_image *out);
+void lp_image_free(lp_image *img);
+lp_status lp_image_save_png(const char *path, const lp_image *img);
+
+typedef struct lp_preprocess {
+    int size;           /* resize shorter side to this (0: no resize) */
+    int crop;           /* center crop to crop x crop (0: none) */
+    int channels;       /* 1 or 3: convert gray/RGB(A) as needed */
+    float mean[3], std[3];
+} lp_preprocess;
+/* ImageNet defaults: resize 256, crop 224, RGB, mean/std of ImageNet. */
+lp_preprocess lp_preprocess_imagenet(void);
+/* Preprocess images into an N x C x H x W host tensor. */
+lp_status lp_images_to_tensor(const lp_image *imgs, int n, const lp_preprocess *pp, lp_tensor **out);
+
+/* NumPy .npy (float32, little-endian, C order, any rank <= LP_MAX_DIMS). */
+lp_status lp_npy_load(const char *path, lp_tensor **out);
+lp_status lp_npy_save(const char *path, const lp_tensor *t);
+
+/* IDX files (MNIST / Fashion-MNIST), gzip'd or not: images as N x 1 x H x W in
+ * [0,1]; labels as int64 N. */
+lp_status lp_idx_load_images(const char *path, lp_tensor **out);
+lp_status lp_idx_load_labels(const char *path, lp_tensor **out);
+
+/* Colour maps for pictures of maps. */
+typedef enum lp_colormap { LP_CMAP_GRAY = 0, LP_CMAP_VIRIDIS, LP_CMAP_INFERNO, LP_CMAP_DIVERGING } lp_colormap;
+/* Map v in [0,1] (diverging: [-1,1]) to RGB in [0,1]. */
+void lp_colormap_rgb(lp_colormap cm, float v, float rgb[3]);
+/* A grid picture of c channel maps (c x h x w host floats), each normalised to its own
+ * min..max, coloured with `cm`, scaled up by `scale` (nearest), 1-pixel gaps. */
+lp_status lp_channel_grid(const float *chw, int c, int h, int w, int scale, lp_colormap cm, lp_image *out);
+
+/* Atomic output: write to path.tmp then rename, so no half-written file remains. */
+lp_status lp_file_commit(const char *tmp_path, const char *path);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

@@ -1,0 +1,14 @@
+#!/usr/bin/env bash
+# The whole test suite: a Release build (CUDA compiled when nvcc is present) with
+# every CTest (unit, oracle against PyTorch, CLI bad input, training); then an
+# AddressSanitizer build with clang that reruns the unit and bad-input tests and
+# runs each libFuzzer target for a bounded time. GPU-labelled tests run only on a
+# GPU host (tests/gpu/check.sh).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+scripts/build.sh
+ctest --test-dir build --output-on-failure -LE gpu -j2 --timeout 1800
+CC=clang cmake -S . -B build-asan -DCMAKE_BUILD_TYPE=RelWithDebInfo -DLOUPE_CUDA=OFF \
+  -DLOUPE_SANITIZE=ON -DLOUPE_FUZZ=ON
+cmake --build build-asan -j"$(nproc)"
+ASAN_OPTIONS=detect_leaks=1 ctest --test-dir build-asan --output-on-failure -L "unit|badinput|fuzz" -LE "slow|gpu" -j2
