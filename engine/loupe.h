@@ -170,6 +170,110 @@ lp_status lp_channel_grid(const float *chw, int c, int h, int w, int scale, lp_c
 /* Atomic output: write to path.tmp then rename, so no half-written file remains. */
 lp_status lp_file_commit(const char *tmp_path, const char *path);
 
+/* ---- t-SNE (Barnes-Hut; van der Maaten & Hinton 2008, van der Maaten 2014) ---- */
+typedef enum lp_tsne_init { LP_TSNE_INIT_PCA = 0, LP_TSNE_INIT_RANDOM = 1 } lp_tsne_init;
+
+/* What an iteration callback sees. `y` (n x dims, host) is valid during the call only. */
+typedef struct lp_tsne_progress {
+    int iter, iters;      /* iterations done, total */
+    double kl;            /* KL(P||Q) estimate of the current embedding (unexaggerated P) */
+    int exaggerating;     /* still in the early-exaggeration phase */
+    const float *y;
+    int64_t n;
+    int dims;
+} lp_tsne_progress;
+/* Return non-zero to stop early (lp_tsne then returns LP_OK with the embedding so far). */
+typedef int (*lp_tsne_callback)(const lp_tsne_progress *p, void *user);
+
+typedef struct lp_tsne_opts {
+    int dims;                /* 2 or 3 */
+    double perplexity;       /* 30; k = 3 x perplexity neighbours */
+    double theta;            /* Barnes-Hut accuracy, 0 = exact repulsion; 0.5 */
+    int iters;               /* total iterations incl. early exaggeration; 1000 */
+    uint64_t seed;           /* PCA start vectors / random init; 42 */
+    double learning_rate;    /* 0 = auto: max(200, N / exaggeration) */
+    double exaggeration;     /* early exaggeration factor; 12 */
+    int exaggeration_iters;  /* 250 (momentum 0.5 during, 0.8 after) */
+    lp_tsne_init init;       /* PCA scaled to std 1e-4 (default), or random N(0, 1e-4) */
+    lp_tsne_callback callback; /* may be NULL */
+    void *user;
+    int callback_every;      /* iterations between callbacks; 10 */
+    lp_device device;        /* LP_DEVICE_CPU */
+} lp_tsne_opts;
+
+typedef struct lp_tsne_stats {
+    double kl;               /* KL(P||Q) of the result (Z exact for N <= 20000, else BH at theta 0.25) */
+    int iters_done;
+    int k;                   /* neighbours used */
+    double seconds_knn, seconds_p, seconds_opt;
+} lp_tsne_stats;
+
+void lp_tsne_opts_default(lp_tsne_opts *o);
+/* Embed the rows of x (N x D, or N x ... flattened; host f32) into *y (N x dims,
+ * host). stats may be NULL. Deterministic for a seed on the CPU. */
+lp_status lp_tsne(const lp_tensor *x, const lp_tsne_opts *o, lp_tensor **y, lp_tsne_stats *stats);
+
+typedef struct lp_tsne_quality {
+    int k;                   /* neighbourhood size (10) */
+    int64_t sampled;         /* points the measures average over (N, or a sample) */
+    double trustworthiness;  /* Venna & Kaski, as scikit-learn computes it */
+    double knn_kept;         /* mean fraction of the k input neighbours kept in y */
+    double knn_accuracy;     /* leave-one-out k-NN label accuracy in y (-1: no labels) */
+} lp_tsne_quality;
+/* Quality of an embedding y of x at k neighbours, exact over all points when
+ * N <= max_sample (0: 10000), else over a seeded sample of max_sample points
+ * (ranks still against all N). labels (N int64) may be NULL. */
+lp_status lp_tsne_metrics(const lp_tensor *x, const lp_tensor *y, const int64_t *labels, int k,
+                          int64_t max_sample, uint64_t seed, lp_tsne_quality *out);
+
+/* A scatter plot of y (n x dims; the first two columns are drawn) coloured by
+ * label (labels may be NULL; names may be NULL for numbers), with a legend. The
+ * format follows the extension: .svg (text) or PNG. */
+lp_status lp_scatter_plot(const char *path, const float *y, int64_t n, int dims, const int64_t *labels,
+                          const char *const *names, int n_names, const char *title);
+/* Images (n x c x h x w host floats in [0,1], c 1 or 3) drawn at their embedded
+ * positions on a size x size canvas, as PNG. */
+lp_status lp_thumbnail_plot(const char *path, const float *y, int64_t n, int dims, const lp_tensor *images,
+                            int size);
+
+/* ---- training (softmax cross-entropy, SGD with momentum) --------------------- */
+/* Mean softmax cross-entropy of logits (N x K, host f32) against labels (N ints in
+ * [0,K)); dlogits (N x K host f32, may be NULL) receives d(loss)/d(logits). */
+lp_status lp_softmax_xent(const lp_tensor *logits, const int64_t *labels, float *loss, lp_tensor *dlogits);
+
+typedef struct lp_train_opts {
+    const char *images, *labels;           /* IDX training set (gzip'd or not) */
+    const char *test_images, *test_labels; /* IDX test set; NULL: no evaluation */
+    int epochs, batch;                     /* 0: 5, 64 */
+    float lr, momentum, weight_decay;      /* e.g. 0.05, 0.9, 0 */
+    uint64_t seed;                         /* shuffling */
+    int limit;                             /* use the first `limit` training images (0: all) */
+    lp_device device;
+    /* After each step: images done this epoch, of total; `loss` is the step's mean loss. */
+    void (*progress)(void *user, int epoch, int64_t done, int64_t total, float loss);
+    /* After each epoch: mean training loss, test accuracy and loss (-1 without a test set). */
+    void (*epoch_end)(void *user, int epoch, float train_loss, float test_accuracy, float test_loss);
+    void *user;
+} lp_train_opts;
+
+typedef struct lp_train_result {
+    float train_loss;      /* mean loss of the last epoch */
+    float test_accuracy;   /* after the last epoch (-1 without a test set) */
+    float test_loss;
+    int64_t steps;
+    double seconds;
+} lp_train_result;
+
+/* The small Fashion-MNIST CNN (input 1x1x28x28, logits 1x10; the batch may differ):
+ * conv1-relu1-pool1 (32 ch) - conv2-relu2-pool2 (64 ch) - flatten - fc1-relu3 (128) -
+ * fc2 (10), He-initialised from `seed`. */
+lp_status lp_model_fashion_cnn(uint64_t seed, lp_model **out);
+/* Train `m` in place (its weights are updated). res may be NULL. */
+lp_status lp_train(lp_model *m, const lp_train_opts *o, lp_train_result *res);
+/* Accuracy and mean loss of `m` on images (N x C x H x W) and labels (N int64), in batches. */
+lp_status lp_evaluate(lp_model *m, lp_device dev, const lp_tensor *images, const lp_tensor *labels, float *accuracy,
+                      float *loss);
+
 #ifdef __cplusplus
 }
 #endif

@@ -113,6 +113,19 @@ def make_broken():
     node = helper.make_node("If", ["cond"], ["y"], name="if1", then_branch=sub, else_branch=sub)
     save(helper.make_graph([node], "graph_attr", [x], [y], [cond]), "graph_attr.onnx")
 
+    # dims say 4x2x3x3 = 72 elements, the data holds 70
+    w = onnx.TensorProto(name="w_short", data_type=TensorProto.FLOAT, dims=[4, 2, 3, 3])
+    w.float_data.extend([0.5] * 70)
+    node = helper.make_node("Conv", ["x", "w_short"], ["y"], name="conv_short")
+    save(helper.make_graph([node], "bad_count", [x], [y], [w]), "bad_count.onnx")
+
+    # external data that tries to leave the model's folder
+    w = onnx.TensorProto(name="w_escape", data_type=TensorProto.FLOAT, dims=[4, 2, 3, 3],
+                         data_location=TensorProto.EXTERNAL)
+    w.external_data.add(key="location", value="../../etc/passwd")
+    node = helper.make_node("Conv", ["x", "w_escape"], ["y"], name="conv_escape")
+    save(helper.make_graph([node], "ext_escape", [x], [y], [w]), "ext_escape.onnx")
+
 
 def make_shape_chain(expected):
     """Relu -> Shape -> Gather -> Unsqueeze -> Concat(Constant) -> Reshape: the chain
@@ -154,12 +167,30 @@ def make_bn_standalone(expected):
     expected["bn_standalone_params"] = 4 * 3 + 4 * 3 * 3 * 3
 
 
+def make_dtypes(expected):
+    """DOUBLE and INT32 initializers (converted to float / int64) next to an unused
+    FLOAT16 one (ignored); a second model uses the FLOAT16 one (an error)."""
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 6])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, None)
+    b = numpy_helper.from_array(np.array([0.5, -1.25, 2.0, 0.0, 1.0, -3.5], dtype=np.float64), "b_double")
+    shp = numpy_helper.from_array(np.array([2, 3], dtype=np.int32), "shape_int32")
+    half = numpy_helper.from_array(np.ones(4, dtype=np.float16), "unused_half")
+    nodes = [helper.make_node("Add", ["x", "b_double"], ["s"], name="add"),
+             helper.make_node("Reshape", ["s", "shape_int32"], ["y"], name="reshape")]
+    save(helper.make_graph(nodes, "dtypes", [x], [y], [b, shp, half]), "dtypes.onnx")
+    expected["dtypes_params"] = 6
+
+    nodes = [helper.make_node("Add", ["x", "unused_half"], ["y"], name="add_half")]
+    save(helper.make_graph(nodes, "fp16_used", [x], [y], [half]), "fp16_used.onnx")
+
+
 def main():
     expected = {}
     make_tiny(expected)
     make_broken()
     make_shape_chain(expected)
     make_bn_standalone(expected)
+    make_dtypes(expected)
     with open(path("expected.txt"), "w") as f:
         f.write("# written by make_fixtures.py: name value\n")
         for k, v in sorted(expected.items()):

@@ -1,0 +1,237 @@
+/* cpu_forward.c — CPU benchmark: Loupe's forward and input-gradient throughput on
+ * resnet18 / resnet50 against PyTorch on the same machine (bench/peer_cpu_forward.py,
+ * run in the same process tree). Validates first: one forward on the oracle fixture's
+ * input must match PyTorch's logits (rel L2 <= 1e-4), or the program exits 1.
+ *
+ * usage: cpu_forward [--fixtures DIR] [--models resnet18,resnet50] [--batch 8] [--iters 5]
+ *                    [--python /usr/bin/python3] [--no-peer]
+ * DIR holds <model>/{model.onnx,input.npy,logits.npy} as written by
+ * tests/oracle/export_models.py (default: $LOUPE_FIXTURES/oracle, else fixtures/oracle,
+ * i.e. run from the build folder after `ctest -L oracle`). */
+#include "loupe.h"
+
+#include <math.h>
+#include <omp.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#define MAX_MODELS 8
+
+typedef struct bench_opts {
+    const char *fixtures, *models, *python;
+    int batch, iters, peer;
+} bench_opts;
+
+typedef struct bench_row {
+    char name[64];
+    int pass;
+    double rel, fwd_ips, grad_ips, peer_fwd, peer_grad;
+} bench_row;
+
+static double now_s(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+static int cmp_double(const void *a, const void *b) {
+    double x = *(const double *)a, y = *(const double *)b;
+    return (x > y) - (x < y);
+}
+
+static void cpu_model(char *buf, size_t len) {
+    snprintf(buf, len, "unknown CPU");
+    FILE *f = fopen("/proc/cpuinfo", "r");
+    if (!f) return;
+    char line[512];
+    while (fgets(line, sizeof line, f)) {
+        char *c = strchr(line, ':');
+        if (!strncmp(line, "model name", 10) && c) {
+            snprintf(buf, len, "%s", c + 2);
+            buf[strcspn(buf, "\n")] = 0;
+            break;
+        }
+    }
+    fclose(f);
+}
+
+static int fail(const char *what) {
+    fprintf(stderr, "cpu_forward: %s: %s\n", what, lp_last_error());
+    return -1;
+}
+
+/* Median seconds of one forward (grad = 0) or forward + input backward (grad = 1). */
+static int time_runs(lp_run *r, const lp_tensor *x, int grad, int iters, double *median) {
+    double t[64];
+    if (iters > 64) iters = 64;
+    lp_backward_opts bo = {0}; /* seed NULL: ones, the cost of any one objective */
+    for (int i = -1; i < iters; i++) { /* i = -1: warm-up */
+        double t0 = now_s();
+        if (lp_run_forward(r, x) != LP_OK) return fail("forward");
+        if (grad && lp_run_backward(r, &bo) != LP_OK) return fail("backward");
+        if (i >= 0) t[i] = now_s() - t0;
+    }
+    qsort(t, (size_t)iters, sizeof t[0], cmp_double);
+    *median = t[iters / 2];
+    return 0;
+}
+
+static double rel_l2(const float *a, const float *b, int64_t n) {
+    double num = 0, den = 0;
+    for (int64_t i = 0; i < n; i++) {
+        double d = (double)a[i] - b[i];
+        num += d * d;
+        den += (double)b[i] * b[i];
+    }
+    return sqrt(num) / (den > 0 ? sqrt(den) : 1e-30);
+}
+
+static int bench_model(const bench_opts *o, bench_row *row) {
+    char path[4096];
+    lp_model *m = NULL;
+    lp_run *r = NULL;
+    lp_tensor *x = NULL, *ref = NULL, *xb = NULL;
+    int rc = -1;
+    snprintf(path, sizeof path, "%s/%s/model.onnx", o->fixtures, row->name);
+    if (lp_model_load(path, &m) != LP_OK) return fail("load");
+    snprintf(path, sizeof path, "%s/%s/input.npy", o->fixtures, row->name);
+    if (lp_npy_load(path, &x) != LP_OK) { fail("input"); goto done; }
+    snprintf(path, sizeof path, "%s/%s/logits.npy", o->fixtures, row->name);
+    if (lp_npy_load(path, &ref) != LP_OK) { fail("logits"); goto done; }
+    if (lp_run_new(m, LP_DEVICE_CPU, &r) != LP_OK) { fail("run"); goto done; }
+
+    /* Validate before timing. */
+    if (lp_run_forward(r, x) != LP_OK) { fail("forward"); goto done; }
+    const lp_tensor *y = lp_run_output(r);
+    int64_t n = lp_tensor_numel(ref);
+    float *got = malloc((size_t)n * sizeof *got);
+    if (!got || lp_tensor_numel(y) != n || lp_tensor_read(y, got, (size_t)n * sizeof *got) != LP_OK) {
+        fprintf(stderr, "cpu_forward: %s: output does not match the reference's %lld elements\n",
+                row->name, (long long)n);
+        free(got);
+        goto done;
+    }
+    row->rel = rel_l2(got, ref->data, n);
+    row->pass = row->rel <= 1e-4;
+    free(got);
+    if (!row->pass) { rc = 0; goto done; }
+
+    /* The batch: the fixture's images repeated. */
+    int64_t shape[LP_MAX_DIMS];
+    memcpy(shape, x->shape, sizeof shape);
+    shape[0] = o->batch;
+    if (lp_tensor_new(&xb, LP_DEVICE_CPU, LP_F32, x->ndim, shape) != LP_OK) { fail("batch"); goto done; }
+    int64_t per = lp_tensor_numel(x) / x->shape[0];
+    for (int i = 0; i < o->batch; i++)
+        memcpy((float *)xb->data + i * per, (float *)x->data + (i % x->shape[0]) * per,
+               (size_t)per * sizeof(float));
+    double tf, tg;
+    if (time_runs(r, xb, 0, o->iters, &tf) || time_runs(r, xb, 1, o->iters, &tg)) goto done;
+    row->fwd_ips = o->batch / tf;
+    row->grad_ips = o->batch / tg;
+    rc = 0;
+done:
+    lp_tensor_free(xb);
+    lp_tensor_free(ref);
+    lp_tensor_free(x);
+    lp_run_free(r);
+    lp_model_free(m);
+    return rc;
+}
+
+/* The number after "key": following `from` in the peer's JSON; 0 if absent. */
+static double json_after(const char *json, const char *from, const char *key) {
+    const char *p = strstr(json, from);
+    char pat[64];
+    snprintf(pat, sizeof pat, "\"%s\":", key);
+    p = p ? strstr(p, pat) : NULL;
+    return p ? strtod(p + strlen(pat), NULL) : 0.0;
+}
+
+static void run_peer(const bench_opts *o, bench_row *rows, int nrows) {
+    char dir[4096], cmd[8192], out[8192] = "";
+    snprintf(dir, sizeof dir, "%s", __FILE__);
+    char *slash = strrchr(dir, '/');
+    if (slash) *slash = 0; else snprintf(dir, sizeof dir, ".");
+    snprintf(cmd, sizeof cmd, "'%s' '%s/peer_cpu_forward.py' --models '%s' --batch %d --iters %d",
+             o->python, dir, o->models, o->batch, o->iters);
+    FILE *p = popen(cmd, "r");
+    if (!p) {
+        fprintf(stderr, "cpu_forward: cannot run the peer: %s\n", cmd);
+        return;
+    }
+    size_t len = fread(out, 1, sizeof out - 1, p);
+    out[len] = 0;
+    if (pclose(p) != 0) fprintf(stderr, "cpu_forward: the peer failed: %s\n", cmd);
+    for (int i = 0; i < nrows; i++) {
+        char key[80];
+        snprintf(key, sizeof key, "\"%s\":", rows[i].name);
+        rows[i].peer_fwd = json_after(out, key, "forward_ips");
+        rows[i].peer_grad = json_after(out, key, "grad_ips");
+    }
+}
+
+static void usage(void) {
+    printf("usage: cpu_forward [--fixtures DIR] [--models resnet18,resnet50] [--batch 8]\n"
+           "                   [--iters 5] [--python /usr/bin/python3] [--no-peer]\n"
+           "Validates each model's logits against PyTorch (fixture from tests/oracle/\n"
+           "export_models.py), then times forward and input-gradient images/s at the batch,\n"
+           "and the same in PyTorch (bench/peer_cpu_forward.py). Exits 1 if validation fails.\n");
+}
+
+int main(int argc, char **argv) {
+    const char *env = getenv("LOUPE_FIXTURES");
+    static char envdir[4096];
+    if (env) snprintf(envdir, sizeof envdir, "%s/oracle", env);
+    bench_opts o = {env ? envdir : "fixtures/oracle", "resnet18,resnet50", "/usr/bin/python3",
+                    8, 5, 1};
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
+        if (!strcmp(a, "--help") || !strcmp(a, "-h")) { usage(); return 0; }
+        else if (!strcmp(a, "--no-peer")) o.peer = 0;
+        else if (v && !strcmp(a, "--fixtures")) { o.fixtures = v; i++; }
+        else if (v && !strcmp(a, "--models")) { o.models = v; i++; }
+        else if (v && !strcmp(a, "--python")) { o.python = v; i++; }
+        else if (v && !strcmp(a, "--batch")) { o.batch = atoi(v); i++; }
+        else if (v && !strcmp(a, "--iters")) { o.iters = atoi(v); i++; }
+        else { fprintf(stderr, "cpu_forward: unknown or incomplete option '%s'\n", a); usage(); return 2; }
+    }
+    if (o.batch < 1 || o.iters < 1 || o.iters > 64) {
+        fprintf(stderr, "cpu_forward: --batch must be >= 1 and --iters in 1..64\n");
+        return 2;
+    }
+    bench_row rows[MAX_MODELS];
+    int nrows = 0;
+    char list[1024];
+    snprintf(list, sizeof list, "%s", o.models);
+    for (char *s = strtok(list, ","); s && nrows < MAX_MODELS; s = strtok(NULL, ",")) {
+        memset(&rows[nrows], 0, sizeof rows[0]);
+        snprintf(rows[nrows].name, sizeof rows[0].name, "%s", s);
+        nrows++;
+    }
+    int bad = 0;
+    for (int i = 0; i < nrows; i++)
+        if (bench_model(&o, &rows[i]) || !rows[i].pass) bad = 1;
+    if (o.peer) run_peer(&o, rows, nrows);
+
+    char cpu[256];
+    cpu_model(cpu, sizeof cpu);
+    printf("CPU: %s, %d threads (OpenMP); batch %d, median of %d runs after a warm-up\n", cpu,
+           omp_get_max_threads(), o.batch, o.iters);
+    printf("peer: PyTorch (bench/peer_cpu_forward.py, torch.no_grad forward; autograd.grad "
+           "w.r.t. the input)\n");
+    printf("%-10s %-8s | %-4s | %12s | %14s | %6s\n", "model", "quantity", "pass", "loupe img/s",
+           "pytorch img/s", "ratio");
+    for (int i = 0; i < nrows; i++) {
+        const bench_row *b = &rows[i];
+        const char *q[2] = {"forward", "in-grad"};
+        double l[2] = {b->fwd_ips, b->grad_ips}, p[2] = {b->peer_fwd, b->peer_grad};
+        for (int k = 0; k < 2; k++)
+            printf("%-10s %-8s | %-4s | %12.2f | %14.2f | %6.2f\n", b->name, q[k],
+                   b->pass ? "yes" : "NO", l[k], p[k], p[k] > 0 ? l[k] / p[k] : 0.0);
+        printf("%-10s validation: logits rel L2 %.2e (bound 1e-4)\n", b->name, b->rel);
+    }
+    return bad ? 1 : 0;
+}

@@ -1,0 +1,320 @@
+#!/usr/bin/env python3
+# export_models.py: builds the PyTorch oracle fixtures that tests/oracle/oracle_check.c
+# compares Loupe against: torchvision classifiers as ONNX, an input, PyTorch's logits and
+# input gradient, and (for two models) every intermediate activation under its ONNX name.
+#
+# usage: export_models.py OUTDIR [--models resnet18,mobilenet_v2] [--force]
+# Writes OUTDIR/<model>/{model.onnx, input.npy, logits.npy, grad.npy, meta.json} and, for
+# the models in WITH_ACTS, OUTDIR/<model>/acts/{index.json, NNNN.npy}. A model whose
+# meta.json carries this script's hash is skipped, so repeated local runs are quick.
+import argparse
+import copy
+import hashlib
+import json
+import os
+import sys
+
+import numpy as np
+import onnx
+import onnx.numpy_helper
+import torch
+import torch.nn.functional as F
+import torchvision
+
+# model -> (opset, seed); opsets spread over 13..17 so the importer meets several.
+MODELS = {
+    "resnet18": (13, 1018),
+    "resnet50": (17, 1050),
+    "vgg11_bn": (14, 1011),
+    "alexnet": (15, 1001),
+    "squeezenet1_1": (16, 1111),
+    "mobilenet_v2": (13, 1002),
+    "densenet121": (17, 1121),
+    "googlenet": (15, 1015),
+}
+WITH_ACTS = ("resnet18", "mobilenet_v2")
+BATCH, SIZE = 2, 224
+TOL = {"tol_logits": 1e-4, "tol_grad": 1e-3, "tol_acts": 1e-4}
+# The ONNX interpreter below must reproduce PyTorch's own logits this closely, or the
+# intermediate references are not trusted.
+SELF_TOL = 1e-5
+
+
+def script_hash():
+    with open(os.path.abspath(__file__), "rb") as f:
+        return hashlib.sha256(f.read()).hexdigest()
+
+
+def build(name):
+    ctor = getattr(torchvision.models, name)
+    if name == "googlenet":
+        return ctor(weights=None, aux_logits=False, transform_input=False, init_weights=True)
+    return ctor(weights=None)
+
+
+def randomise_bn(model, gen):
+    # Random running statistics and affine parameters, so that BatchNormalization
+    # folding (by the exporter or by Loupe) is really exercised rather than an identity.
+    with torch.no_grad():
+        for mod in model.modules():
+            if isinstance(mod, torch.nn.BatchNorm2d):
+                c = mod.num_features
+                mod.running_mean.copy_(torch.randn(c, generator=gen) * 0.1)
+                mod.running_var.copy_(0.5 + 1.5 * torch.rand(c, generator=gen))
+                mod.weight.copy_(0.5 + torch.rand(c, generator=gen))
+                mod.bias.copy_(torch.randn(c, generator=gen) * 0.1)
+
+
+def rel_l2(a, b):
+    a = np.asarray(a, dtype=np.float64)
+    b = np.asarray(b, dtype=np.float64)
+    return float(np.linalg.norm(a - b) / max(np.linalg.norm(b), 1e-12))
+
+
+# ---- a small ONNX interpreter on torch.nn.functional -------------------------------
+# It evaluates the exported graph node by node with PyTorch's own kernels, which gives
+# PyTorch's value for every ONNX value name, including those no module returns (Add,
+# Flatten, GlobalAveragePool). It is checked against the model's logits and hooks.
+def _attrs(node):
+    return {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
+
+
+def _sym_pads(pads, nd):
+    if not pads:
+        return [0] * nd
+    if list(pads[:nd]) != list(pads[nd:]):
+        raise ValueError("asymmetric pads %s" % (pads,))
+    return list(pads[:nd])
+
+
+def interpret(model_proto, x):
+    env = {"input": x}
+    for init in model_proto.graph.initializer:
+        env[init.name] = torch.from_numpy(onnx.numpy_helper.to_array(init).copy())
+    for node in model_proto.graph.node:
+        a = _attrs(node)
+        ins = [env[i] if i else None for i in node.input]
+        op = node.op_type
+        if op == "Identity":
+            y = ins[0]
+        elif op == "Constant":
+            y = torch.from_numpy(onnx.numpy_helper.to_array(a["value"]).copy())
+        elif op == "Conv":
+            y = F.conv2d(ins[0], ins[1], ins[2] if len(ins) > 2 else None,
+                         stride=a.get("strides", [1, 1]), padding=_sym_pads(a.get("pads"), 2),
+                         dilation=a.get("dilations", [1, 1]), groups=a.get("group", 1))
+        elif op == "Relu":
+            y = F.relu(ins[0])
+        elif op == "Clip":
+            lo = ins[1].item() if len(ins) > 1 and ins[1] is not None else None
+            hi = ins[2].item() if len(ins) > 2 and ins[2] is not None else None
+            y = torch.clamp(ins[0], lo, hi)
+        elif op == "MaxPool":
+            y = F.max_pool2d(ins[0], a["kernel_shape"], a.get("strides", a["kernel_shape"]),
+                             _sym_pads(a.get("pads"), 2), a.get("dilations", [1, 1]),
+                             ceil_mode=bool(a.get("ceil_mode", 0)))
+        elif op == "GlobalAveragePool":
+            y = ins[0].mean(dim=(2, 3), keepdim=True)
+        elif op == "Add":
+            y = ins[0] + ins[1]
+        elif op == "Flatten":
+            y = torch.flatten(ins[0], a.get("axis", 1))
+        elif op == "Gemm":
+            A = ins[0].t() if a.get("transA", 0) else ins[0]
+            B = ins[1].t() if a.get("transB", 0) else ins[1]
+            y = a.get("alpha", 1.0) * (A @ B)
+            if len(ins) > 2:
+                y = y + a.get("beta", 1.0) * ins[2]
+        else:
+            raise ValueError("interpreter: no rule for %s (node %s)" % (op, node.name))
+        env[node.output[0]] = y
+    return env
+
+
+# ---- PyTorch hooks: the model's own module outputs, for a cross-check ------------------
+def hook_calls(model, x):
+    calls = []
+    hooks = [m.register_forward_hook(
+        lambda mod, inp, out, q=q: calls.append((q, mod, out.detach().clone())))
+        for q, m in model.named_modules() if len(list(m.children())) == 0]
+    with torch.no_grad():
+        model(x)
+    for h in hooks:
+        h.remove()
+    return calls
+
+
+def scope_map(model):
+    # ONNX node names of torch 1.13 exports: "/layer1/layer1.0/conv1/Conv". Each scope part
+    # is a module's name relative to its nearest non-Sequential ancestor
+    # ("/features/features.1/conv/conv.0/conv.0.2" is features.1.conv.0.2).
+    out = {"": ""}
+    seqs = (torch.nn.Sequential, torch.nn.ModuleList)
+
+    def walk(mod, qual, scope, anchor):
+        for child_name, child in mod.named_children():
+            q = qual + "." + child_name if qual else child_name
+            rel = q[len(anchor) + 1:] if anchor else q
+            s = scope + "/" + rel
+            out[s] = q
+            walk(child, q, s, anchor if isinstance(child, seqs) else q)
+    walk(model, "", "", "")
+    return out
+
+
+def cross_check(model, model_proto, env, x):
+    """Compares interpreter values with hook outputs of the leaf module named by each
+    node's scope (a Conv with the BatchNorm the exporter folded into it). Returns the
+    number of values checked; raises on a mismatch."""
+    calls = hook_calls(model, x)
+    smap = scope_map(model)
+    per_mod = {}
+    for i, (q, mod, out) in enumerate(calls):
+        per_mod.setdefault(q, []).append(i)
+    checked = 0
+    for node in model_proto.graph.node:
+        if node.op_type not in ("Conv", "Relu", "Clip", "MaxPool", "Gemm"):
+            continue
+        parts = node.name.split("/")[:-1]
+        scope, call = "/".join(parts), 0
+        if scope not in smap and "_" in parts[-1]:
+            base, _, k = parts[-1].rpartition("_")
+            scope, call = "/".join(parts[:-1] + [base]), int(k)
+        q = smap.get(scope)
+        if q is None or q not in per_mod or call >= len(per_mod[q]):
+            continue
+        idx = per_mod[q][call]
+        ref = calls[idx][2]
+        if node.op_type == "Conv" and idx + 1 < len(calls) and \
+                isinstance(calls[idx + 1][1], torch.nn.BatchNorm2d):
+            ref = calls[idx + 1][2]
+        got = env[node.output[0]]
+        if tuple(got.shape) != tuple(ref.shape):
+            raise RuntimeError("cross-check %s: shape %s vs hook %s of %s" %
+                               (node.name, tuple(got.shape), tuple(ref.shape), q))
+        e = rel_l2(got.numpy(), ref.numpy())
+        if e > SELF_TOL:
+            raise RuntimeError("cross-check %s vs module %s: rel L2 %.3g" % (node.name, q, e))
+        checked += 1
+    return checked
+
+
+def write_acts(model, model_proto, x, logits, outdir):
+    with torch.no_grad():
+        env = interpret(model_proto, x)
+    out_name = model_proto.graph.output[0].name
+    e = rel_l2(env[out_name].numpy(), logits)
+    if e > SELF_TOL:
+        raise RuntimeError("interpreter logits differ from PyTorch's: rel L2 %.3g" % e)
+    n_hook = cross_check(model, model_proto, env, x)
+    adir = os.path.join(outdir, "acts")
+    os.makedirs(adir, exist_ok=True)
+    index = {}
+    for node in model_proto.graph.node:
+        if node.op_type in ("Constant", "Identity"):
+            continue  # weights and scalars, not activations
+        for name in node.output:
+            fname = "%04d.npy" % len(index)
+            np.save(os.path.join(adir, fname), env[name].numpy().astype(np.float32))
+            index[name] = fname
+    with open(os.path.join(adir, "index.json"), "w") as f:
+        json.dump(index, f, indent=1)
+    return len(index), n_hook
+
+
+def logits_and_grad(model, x, t):
+    xg = x.clone().requires_grad_(True)
+    logits = model(xg)
+    (grad,) = torch.autograd.grad(logits[:, t].sum(), xg)
+    return logits.detach().numpy(), grad.numpy()
+
+
+def export_one(name, outdir, h):
+    opset, seed = MODELS[name]
+    torch.manual_seed(seed)
+    gen = torch.Generator().manual_seed(seed)
+    model = build(name).eval()
+    randomise_bn(model, gen)
+    x = torch.randn(BATCH, 3, SIZE, SIZE, generator=gen)
+    t = int(torch.randint(0, 1000, (1,), generator=gen))
+    os.makedirs(outdir, exist_ok=True)
+    path = os.path.join(outdir, "model.onnx")
+    torch.onnx.export(model, x, path, opset_version=opset, do_constant_folding=True,
+                      training=torch.onnx.TrainingMode.EVAL,
+                      input_names=["input"], output_names=["logits"])
+    proto = onnx.load(path)
+    onnx.checker.check_model(proto)
+    ops = {}
+    for n in proto.graph.node:
+        ops[n.op_type] = ops.get(n.op_type, 0) + 1
+
+    # References in float64; PyTorch's own float32 error against them measures how well
+    # conditioned each quantity is. A bound below 3x that error could fail any fp32
+    # engine, so such a bound is raised to it (and the meta file says so).
+    logits32, grad32 = logits_and_grad(model, x, t)
+    logits64, grad64 = logits_and_grad(copy.deepcopy(model).double(), x.double(), t)
+    logits, grad = logits64.astype(np.float32), grad64.astype(np.float32)
+    tol = dict(TOL)
+    cond = {"torch_fp32_err_logits": rel_l2(logits32, logits64),
+            "torch_fp32_err_grad": rel_l2(grad32, grad64)}
+    for q in ("logits", "grad"):
+        tol["tol_" + q] = max(TOL["tol_" + q], 3 * cond["torch_fp32_err_" + q])
+    np.save(os.path.join(outdir, "input.npy"), x.numpy())
+    np.save(os.path.join(outdir, "logits.npy"), logits)
+    np.save(os.path.join(outdir, "grad.npy"), grad)
+    meta = {"model": name, "opset": opset, "seed": seed, "class": t, "batch": BATCH,
+            "size": SIZE, **tol, **cond, "op_types": ops, "torch": torch.__version__,
+            "torchvision": torchvision.__version__,
+            "logits_norm": float(np.linalg.norm(logits)),
+            "grad_norm": float(np.linalg.norm(grad))}
+    if name in WITH_ACTS:
+        meta["acts_count"], meta["acts_hook_checked"] = write_acts(model, proto, x, logits32, outdir)
+    meta["script_hash"] = h  # last: a crash before this leaves the fixture stale
+    with open(os.path.join(outdir, "meta.json"), "w") as f:
+        json.dump(meta, f, indent=1)
+    return meta
+
+
+def fresh(outdir, h):
+    try:
+        with open(os.path.join(outdir, "meta.json")) as f:
+            meta = json.load(f)
+    except (OSError, ValueError):
+        return False
+    need = ["model.onnx", "input.npy", "logits.npy", "grad.npy"]
+    if meta.get("acts_count"):
+        need.append("acts/index.json")
+    return meta.get("script_hash") == h and all(
+        os.path.exists(os.path.join(outdir, n)) for n in need)
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("outdir")
+    ap.add_argument("--models", default=",".join(MODELS))
+    ap.add_argument("--force", action="store_true")
+    args = ap.parse_args()
+    h = script_hash()
+    torch.set_num_threads(max(1, os.cpu_count() or 1))
+    for name in args.models.split(","):
+        if name not in MODELS:
+            sys.exit("export_models.py: unknown model '%s' (known: %s)" % (name, ", ".join(MODELS)))
+        outdir = os.path.join(args.outdir, name)
+        if not args.force and fresh(outdir, h):
+            print("%-14s cached" % name)
+            continue
+        meta = export_one(name, outdir, h)
+        extra = ""
+        if "acts_count" in meta:
+            extra = " acts=%d (hook-checked %d)" % (meta["acts_count"], meta["acts_hook_checked"])
+        print("%-14s opset %d class %d |logits| %.3g |grad| %.3g torch fp32 err %.1e/%.1e "
+              "bounds %.0e/%.1e%s ops: %s" % (
+            name, meta["opset"], meta["class"], meta["logits_norm"], meta["grad_norm"],
+            meta["torch_fp32_err_logits"], meta["torch_fp32_err_grad"], meta["tol_logits"],
+            meta["tol_grad"], extra,
+            " ".join("%s:%d" % kv for kv in sorted(meta["op_types"].items()))))
+        sys.stdout.flush()
+
+
+if __name__ == "__main__":
+    main()

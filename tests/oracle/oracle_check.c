@@ -1,0 +1,230 @@
+/* oracle_check.c — compares Loupe with PyTorch on one model's oracle fixture (written by
+ * tests/oracle/export_models.py): logits, the input gradient of one class, and every
+ * intermediate activation listed in acts/index.json. Public API only, like any user.
+ *
+ * usage: oracle_check FIXTURE_DIR [--device cpu|cuda]
+ * Prints one line per check (model, quantity, rel L2, max abs, bound, PASS/FAIL) and
+ * exits non-zero on any failure or load/run error. */
+#include "loupe.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* Rel L2 below which a tensor is "tiny": errors are then taken relative to this floor
+ * instead of its own norm, so an all-but-zero activation cannot fail on rounding. */
+#define NORM_FLOOR 1e-6
+
+typedef struct check_stats {
+    int checks, failures;
+} check_stats;
+
+static char *read_text(const char *path) {
+    FILE *f = fopen(path, "rb");
+    if (!f) return NULL;
+    fseek(f, 0, SEEK_END);
+    long n = ftell(f);
+    fseek(f, 0, SEEK_SET);
+    char *s = n >= 0 ? malloc((size_t)n + 1) : NULL;
+    if (s && fread(s, 1, (size_t)n, f) != (size_t)n) {
+        free(s);
+        s = NULL;
+    }
+    if (s) s[n] = 0;
+    fclose(f);
+    return s;
+}
+
+/* The number after "key": in a flat JSON object (the meta file); -1 if absent. */
+static double json_number(const char *json, const char *key) {
+    char pat[64];
+    snprintf(pat, sizeof pat, "\"%s\":", key);
+    const char *p = strstr(json, pat);
+    return p ? strtod(p + strlen(pat), NULL) : -1.0;
+}
+
+/* Next "string" from *p (no escapes: the names are plain ASCII); NULL at the end. */
+static char *json_next_string(const char **p, char *buf, size_t len) {
+    const char *a = strchr(*p, '"');
+    if (!a) return NULL;
+    const char *b = strchr(a + 1, '"');
+    if (!b || (size_t)(b - a - 1) >= len) return NULL;
+    memcpy(buf, a + 1, (size_t)(b - a - 1));
+    buf[b - a - 1] = 0;
+    *p = b + 1;
+    return buf;
+}
+
+/* Compare got (any device) with the host reference ref; prints the verdict line. */
+static void compare(check_stats *st, const char *model, const char *what, const lp_tensor *got,
+                    const lp_tensor *ref, double bound, int floor_norm) {
+    char sa[64], sb[64];
+    st->checks++;
+    if (!got) {
+        printf("%-14s %-60s missing in Loupe's run                        FAIL\n", model, what);
+        st->failures++;
+        return;
+    }
+    int64_t n = lp_tensor_numel(ref);
+    if (lp_tensor_numel(got) != n || got->dtype != LP_F32) {
+        printf("%-14s %-60s shape %s vs PyTorch %s FAIL\n", model, what,
+               lp_shape_str(got->ndim, got->shape, sa, sizeof sa),
+               lp_shape_str(ref->ndim, ref->shape, sb, sizeof sb));
+        st->failures++;
+        return;
+    }
+    float *a = malloc((size_t)n * sizeof *a);
+    if (!a || lp_tensor_read(got, a, (size_t)n * sizeof *a) != LP_OK) {
+        printf("%-14s %-60s cannot read: %s FAIL\n", model, what, lp_last_error());
+        st->failures++;
+        free(a);
+        return;
+    }
+    const float *b = ref->data;
+    double num = 0, den = 0, maxabs = 0;
+    int64_t worst = 0, nonfinite = 0;
+    for (int64_t i = 0; i < n; i++) {
+        double d = (double)a[i] - (double)b[i];
+        if (!isfinite(a[i])) nonfinite++;
+        num += d * d;
+        den += (double)b[i] * b[i];
+        if (fabs(d) > maxabs) {
+            maxabs = fabs(d);
+            worst = i;
+        }
+    }
+    double bn = sqrt(den);
+    int floored = floor_norm && bn < NORM_FLOOR;
+    double rel = sqrt(num) / (floored ? NORM_FLOOR : (bn > 0 ? bn : 1e-30));
+    int ok = nonfinite == 0 && rel <= bound;
+    printf("%-14s %-60s rel_l2 %.3e%s max_abs %.3e bound %.0e %s\n", model, what, rel,
+           floored ? "(floor)" : "", maxabs, bound, ok ? "PASS" : "FAIL");
+    if (!ok) {
+        st->failures++;
+        printf("    shape %s, %lld non-finite; worst at flat index %lld: loupe %.7g pytorch %.7g\n",
+               lp_shape_str(ref->ndim, ref->shape, sa, sizeof sa), (long long)nonfinite,
+               (long long)worst, a[worst], b[worst]);
+        int shown = 0;
+        for (int64_t i = 0; i < n && shown < 5; i++)
+            if (fabs((double)a[i] - b[i]) > bound * (fabs(b[i]) + 1e-3)) {
+                printf("    [%lld] loupe %.7g pytorch %.7g\n", (long long)i, a[i], b[i]);
+                shown++;
+            }
+    }
+    free(a);
+}
+
+static int load_ref(const char *dir, const char *file, lp_tensor **out) {
+    char path[4096];
+    if (snprintf(path, sizeof path, "%s/%s", dir, file) >= (int)sizeof path) {
+        fprintf(stderr, "oracle_check: path too long: %s/%s\n", dir, file);
+        return -1;
+    }
+    if (lp_npy_load(path, out) != LP_OK) {
+        fprintf(stderr, "oracle_check: %s\n", lp_last_error());
+        return -1;
+    }
+    return 0;
+}
+
+/* Every value in acts/index.json against Loupe's captured value of the same name. */
+static int check_acts(check_stats *st, const char *model, const char *dir, const lp_run *r,
+                      double bound) {
+    char path[4096], name[1024], file[256];
+    snprintf(path, sizeof path, "%s/acts/index.json", dir);
+    char *json = read_text(path);
+    if (!json) return 0; /* this model has no intermediate references */
+    snprintf(path, sizeof path, "%s/acts", dir);
+    const char *p = json;
+    int count = 0, rc = 0;
+    while (json_next_string(&p, name, sizeof name)) {
+        if (!json_next_string(&p, file, sizeof file)) break;
+        lp_tensor *ref;
+        if (load_ref(path, file, &ref)) {
+            rc = -1;
+            break;
+        }
+        compare(st, model, name, lp_run_value(r, name), ref, bound, 1);
+        lp_tensor_free(ref);
+        count++;
+    }
+    free(json);
+    printf("%-14s %d intermediate values compared (bound %.0e rel L2, w.r.t. max(||ref||, %.0e))\n",
+           model, count, bound, NORM_FLOOR);
+    return rc;
+}
+
+static int fail_run(const char *what) {
+    fprintf(stderr, "oracle_check: %s: %s\n", what, lp_last_error());
+    return 2;
+}
+
+int main(int argc, char **argv) {
+    if (argc < 2 || !strcmp(argv[1], "--help")) {
+        fprintf(stderr, "usage: oracle_check FIXTURE_DIR [--device cpu|cuda]\n");
+        return argc < 2 ? 2 : 0;
+    }
+    const char *dir = argv[1];
+    lp_device dev = LP_DEVICE_CPU;
+    if (argc >= 4 && !strcmp(argv[2], "--device") && lp_device_parse(argv[3], &dev) != LP_OK)
+        return fail_run("--device");
+
+    char path[4096];
+    snprintf(path, sizeof path, "%s/meta.json", dir);
+    char *meta = read_text(path);
+    if (!meta) {
+        fprintf(stderr, "oracle_check: %s: cannot read (run export_models.py)\n", path);
+        return 2;
+    }
+    const char *model = strrchr(dir, '/') ? strrchr(dir, '/') + 1 : dir;
+    int cls = (int)json_number(meta, "class");
+    double tol_logits = json_number(meta, "tol_logits"),
+           tol_grad = json_number(meta, "tol_grad"), tol_acts = json_number(meta, "tol_acts");
+    free(meta);
+    if (cls < 0 || tol_logits <= 0 || tol_grad <= 0 || tol_acts <= 0) {
+        fprintf(stderr, "oracle_check: %s: missing class or tolerances\n", path);
+        return 2;
+    }
+
+    lp_model *m = NULL;
+    lp_run *r = NULL;
+    lp_tensor *x = NULL, *logits = NULL, *grad = NULL, *seed = NULL;
+    snprintf(path, sizeof path, "%s/model.onnx", dir);
+    if (lp_model_load(path, &m) != LP_OK) return fail_run("load");
+    if (load_ref(dir, "input.npy", &x) || load_ref(dir, "logits.npy", &logits) ||
+        load_ref(dir, "grad.npy", &grad))
+        return 2;
+    if (lp_run_new(m, dev, &r) != LP_OK) return fail_run("run");
+    if (lp_run_capture(r, "*") != LP_OK) return fail_run("capture");
+    if (lp_run_forward(r, x) != LP_OK) return fail_run("forward");
+
+    check_stats st = {0, 0};
+    compare(&st, model, "logits", lp_run_output(r), logits, tol_logits, 0);
+    if (check_acts(&st, model, dir, r, tol_acts)) return 2;
+
+    /* Seed: one-hot on class t in every batch row, i.e. d(sum_n logits[n, t]). */
+    if (lp_tensor_new(&seed, LP_DEVICE_CPU, LP_F32, logits->ndim, logits->shape) != LP_OK)
+        return fail_run("seed");
+    int64_t rows = logits->shape[0], ncls = lp_tensor_numel(logits) / rows;
+    if (cls >= ncls) {
+        fprintf(stderr, "oracle_check: class %d out of range (%lld classes)\n", cls, (long long)ncls);
+        return 2;
+    }
+    for (int64_t i = 0; i < rows; i++) ((float *)seed->data)[i * ncls + cls] = 1.0f;
+    lp_backward_opts bo = {.of = NULL, .seed = seed, .weight_grads = 0, .rules = NULL};
+    if (lp_run_backward(r, &bo) != LP_OK) return fail_run("backward");
+    char what[64];
+    snprintf(what, sizeof what, "d logits[:,%d] / d input", cls);
+    compare(&st, model, what, lp_run_grad(r, lp_model_input_name(m)), grad, tol_grad, 0);
+
+    printf("%-14s %d checks, %d failed: %s\n", model, st.checks, st.failures,
+           st.failures ? "FAIL" : "PASS");
+    lp_tensor_free(seed);
+    lp_tensor_free(x);
+    lp_tensor_free(logits);
+    lp_tensor_free(grad);
+    lp_run_free(r);
+    lp_model_free(m);
+    return st.failures ? 1 : 0;
+}

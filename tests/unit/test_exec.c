@@ -1,0 +1,264 @@
+/* test_exec.c — the executor: forward with captures, backward to the input, to an
+ * intermediate and to the weights, per-op rule overrides, batch sizes other than the
+ * declared one, and the errors a caller can cause. The model is small and built with
+ * the builder: x -> Conv -> Relu -> Flatten -> Gemm -> y, checked against direct loops. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <cmocka.h>
+
+#include <math.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "internal.h"
+#include "testutil.h"
+
+enum { C = 2, H = 5, W = 5, K = 3, F = 4 }; /* conv 2->3, 3x3, pad 1; fc 75->4 */
+
+static lp_tensor *rand_tensor(tu_rng *r, int nd, const int64_t *shape, float scale) {
+    lp_tensor *t;
+    assert_int_equal(lp_tensor_new(&t, LP_DEVICE_CPU, LP_F32, nd, shape), LP_OK);
+    float *p = t->data;
+    for (int64_t i = 0; i < lp_tensor_numel(t); i++) p[i] = scale * tu_normal(r);
+    return t;
+}
+
+static lp_model *build(void) {
+    tu_rng r = {42};
+    lp_model *m = lp_model_new();
+    lp_shape in = {4, {1, C, H, W}};
+    lp_model_add_input(m, "x", &in);
+    int64_t ws[4] = {K, C, 3, 3}, bs[1] = {K}, fs[2] = {F, K * H * W}, fb[1] = {F};
+    lp_model_add_initializer(m, "w", rand_tensor(&r, 4, ws, 0.3f), 1);
+    lp_model_add_initializer(m, "b", rand_tensor(&r, 1, bs, 0.1f), 1);
+    lp_model_add_initializer(m, "fw", rand_tensor(&r, 2, fs, 0.2f), 1);
+    lp_model_add_initializer(m, "fb", rand_tensor(&r, 1, fb, 0.1f), 1);
+    const char *ci[] = {"x", "w", "b"}, *co[] = {"c"};
+    int n = lp_model_add_node(m, "Conv", "conv", 3, ci, 1, co);
+    int64_t k3[2] = {3, 3}, p1[4] = {1, 1, 1, 1};
+    lp_node_set_ints(&m->nodes[n], "kernel_shape", 2, k3);
+    lp_node_set_ints(&m->nodes[n], "pads", 4, p1);
+    const char *ri[] = {"c"}, *ro[] = {"r"};
+    lp_model_add_node(m, "Relu", "relu", 1, ri, 1, ro);
+    const char *fi[] = {"r"}, *fo[] = {"f"};
+    lp_model_add_node(m, "Flatten", "flatten", 1, fi, 1, fo);
+    const char *gi[] = {"f", "fw", "fb"}, *go[] = {"y"};
+    n = lp_model_add_node(m, "Gemm", "fc", 3, gi, 1, go);
+    lp_node_set_int(&m->nodes[n], "transB", 1);
+    lp_model_mark_output(m, "y");
+    assert_int_equal(lp_model_finalize(m), LP_OK);
+    return m;
+}
+
+/* Direct reference: forward of one image, in double. */
+static void ref_forward(const lp_model *m, const float *x, double *c, double *y) {
+    const float *w = m->values[lp_model_find_value(m, "w")].init->data;
+    const float *b = m->values[lp_model_find_value(m, "b")].init->data;
+    const float *fw = m->values[lp_model_find_value(m, "fw")].init->data;
+    const float *fb = m->values[lp_model_find_value(m, "fb")].init->data;
+    for (int k = 0; k < K; k++)
+        for (int i = 0; i < H; i++)
+            for (int j = 0; j < W; j++) {
+                double s = b[k];
+                for (int ch = 0; ch < C; ch++)
+                    for (int u = 0; u < 3; u++)
+                        for (int v = 0; v < 3; v++) {
+                            int ii = i + u - 1, jj = j + v - 1;
+                            if (ii < 0 || jj < 0 || ii >= H || jj >= W) continue;
+                            s += (double)w[((k * C + ch) * 3 + u) * 3 + v] * x[(ch * H + ii) * W + jj];
+                        }
+                c[(k * H + i) * W + j] = s;
+            }
+    for (int f = 0; f < F; f++) {
+        double s = fb[f];
+        for (int q = 0; q < K * H * W; q++) s += (double)fw[f * K * H * W + q] * (c[q] > 0 ? c[q] : 0);
+        y[f] = s;
+    }
+}
+
+static void test_forward_batch_and_capture(void **state) {
+    (void)state;
+    lp_model *m = build();
+    lp_run *r;
+    assert_int_equal(lp_run_new(m, LP_DEVICE_CPU, &r), LP_OK);
+    assert_int_equal(lp_run_capture(r, "c"), LP_OK);
+    assert_int_not_equal(lp_run_capture(r, "nope"), LP_OK);
+    assert_non_null(strstr(lp_last_error(), "nope"));
+    tu_rng g = {7};
+    int64_t xs[4] = {3, C, H, W}; /* batch 3 while the model declares 1 */
+    lp_tensor *x = rand_tensor(&g, 4, xs, 1.0f);
+    assert_int_equal(lp_run_forward(r, x), LP_OK);
+    const lp_tensor *y = lp_run_output(r), *c = lp_run_value(r, "c");
+    assert_non_null(y);
+    assert_non_null(c);
+    assert_int_equal(y->shape[0], 3);
+    assert_int_equal(y->shape[1], F);
+    for (int n = 0; n < 3; n++) {
+        double cr[K * H * W], yr[F];
+        ref_forward(m, (float *)x->data + n * C * H * W, cr, yr);
+        assert_true(tu_rel_l2_d((float *)y->data + n * F, yr, F) < 1e-5);
+        assert_true(tu_rel_l2_d((float *)c->data + n * K * H * W, cr, K * H * W) < 1e-5);
+    }
+    lp_tensor_free(x);
+    lp_run_free(r);
+    lp_model_free(m);
+}
+
+/* Objective: sum(seed * y). Gradients against central differences in double. */
+static double objective(lp_model *m, const float *x, const float *seed) {
+    double c[K * H * W], y[F], s = 0;
+    ref_forward(m, x, c, y);
+    for (int f = 0; f < F; f++) s += seed[f] * y[f];
+    return s;
+}
+
+static void test_backward_input_and_weights(void **state) {
+    (void)state;
+    lp_model *m = build();
+    lp_run *r;
+    assert_int_equal(lp_run_new(m, LP_DEVICE_CPU, &r), LP_OK);
+    tu_rng g = {9};
+    int64_t xs[4] = {1, C, H, W}, ys[2] = {1, F};
+    lp_tensor *x = rand_tensor(&g, 4, xs, 1.0f), *seed = rand_tensor(&g, 2, ys, 1.0f);
+    lp_backward_opts bo = {.seed = seed, .weight_grads = 1};
+    assert_int_not_equal(lp_run_backward(r, &bo), LP_OK); /* no forward yet */
+    assert_int_equal(lp_run_forward(r, x), LP_OK);
+    assert_int_equal(lp_run_backward(r, &bo), LP_OK);
+    const lp_tensor *gx = lp_run_grad(r, "x"), *gw = lp_run_grad(r, "w"), *gfb = lp_run_grad(r, "fb");
+    assert_non_null(gx);
+    assert_non_null(gw);
+    assert_non_null(gfb);
+    /* d/dfb = seed exactly */
+    assert_true(tu_rel_l2(gfb->data, seed->data, F) < 1e-6);
+    float *xp = x->data;
+    const double eps = 1e-3;
+    double num[C * H * W];
+    for (int i = 0; i < C * H * W; i++) {
+        float keep = xp[i];
+        xp[i] = keep + (float)eps;
+        double a = objective(m, xp, seed->data);
+        xp[i] = keep - (float)eps;
+        double b = objective(m, xp, seed->data);
+        xp[i] = keep;
+        num[i] = (a - b) / (2 * eps);
+    }
+    double e = tu_rel_l2_d(gx->data, num, C * H * W);
+    printf("input gradient vs central differences: rel L2 %.2e\n", e);
+    assert_true(e < 1e-2);
+    float *wp = m->values[lp_model_find_value(m, "w")].init->data;
+    double numw[K * C * 9];
+    for (int i = 0; i < K * C * 9; i++) {
+        float keep = wp[i];
+        wp[i] = keep + (float)eps;
+        double a = objective(m, xp, seed->data);
+        wp[i] = keep - (float)eps;
+        double b = objective(m, xp, seed->data);
+        wp[i] = keep;
+        numw[i] = (a - b) / (2 * eps);
+    }
+    e = tu_rel_l2_d(gw->data, numw, K * C * 9);
+    printf("conv weight gradient vs central differences: rel L2 %.2e\n", e);
+    assert_true(e < 1e-2);
+
+    /* Without weight_grads only activations get gradients, and the same ones. */
+    float gx_copy[C * H * W];
+    memcpy(gx_copy, gx->data, sizeof gx_copy);
+    lp_backward_opts bo2 = {.seed = seed};
+    assert_int_equal(lp_run_backward(r, &bo2), LP_OK);
+    assert_null(lp_run_grad(r, "w"));
+    assert_non_null(lp_run_grad(r, "x"));
+    assert_true(tu_rel_l2(lp_run_grad(r, "x")->data, gx_copy, C * H * W) < 1e-6);
+
+    /* Backward from an intermediate: d sum(c) / dx. */
+    lp_backward_opts bo3 = {.of = "c"};
+    assert_int_equal(lp_run_backward(r, &bo3), LP_OK);
+    assert_non_null(lp_run_grad(r, "x"));
+    assert_null(lp_run_grad(r, "y"));
+
+    /* A seed of the wrong shape is a clear error. */
+    int64_t bad[2] = {1, F + 1};
+    lp_tensor *bs;
+    assert_int_equal(lp_tensor_new(&bs, LP_DEVICE_CPU, LP_F32, 2, bad), LP_OK);
+    lp_backward_opts bo4 = {.seed = bs};
+    assert_int_equal(lp_run_backward(r, &bo4), LP_ERR_SHAPE);
+    assert_non_null(strstr(lp_last_error(), "1x5"));
+    lp_tensor_free(bs);
+    lp_tensor_free(x);
+    lp_tensor_free(seed);
+    lp_run_free(r);
+    lp_model_free(m);
+}
+
+/* A rule that lets every gradient through a Relu unchanged. */
+static lp_status relu_passthrough(lp_ctx *c, const lp_node *n, lp_tensor *const *in, lp_tensor *const *out,
+                                  lp_tensor *const *dout, lp_tensor *const *din) {
+    (void)n, (void)in, (void)out;
+    return c->be->axpy(lp_tensor_numel(dout[0]), 1.0f, dout[0]->data, din[0]->data);
+}
+
+static void test_rule_override(void **state) {
+    (void)state;
+    lp_model *m = build();
+    lp_run *r;
+    assert_int_equal(lp_run_new(m, LP_DEVICE_CPU, &r), LP_OK);
+    tu_rng g = {11};
+    int64_t xs[4] = {1, C, H, W};
+    lp_tensor *x = rand_tensor(&g, 4, xs, 1.0f);
+    assert_int_equal(lp_run_forward(r, x), LP_OK);
+    lp_backward_opts bo = {.of = "r"};
+    assert_int_equal(lp_run_backward(r, &bo), LP_OK);
+    const lp_tensor *gc = lp_run_grad(r, "c");
+    float true_gc[K * H * W];
+    memcpy(true_gc, gc->data, sizeof true_gc);
+    lp_backward_fn fns[256] = {0};
+    assert_true(lp_op_count() <= 256);
+    fns[lp_op_index(lp_op_find("Relu"))] = relu_passthrough;
+    lp_rules rules = {fns, lp_op_count(), NULL};
+    bo.rules = &rules;
+    assert_int_equal(lp_run_backward(r, &bo), LP_OK);
+    gc = lp_run_grad(r, "c");
+    const float *c = lp_run_value(r, "c")->data;
+    int zeroed = 0;
+    for (int i = 0; i < K * H * W; i++) {
+        assert_true(fabsf(((float *)gc->data)[i] - 1.0f) < 1e-6f); /* passthrough: all ones */
+        if (c[i] <= 0) {
+            assert_true(true_gc[i] == 0.0f); /* the true rule blocks negatives */
+            zeroed++;
+        }
+    }
+    assert_true(zeroed > 0);
+    lp_tensor_free(x);
+    lp_run_free(r);
+    lp_model_free(m);
+}
+
+static void test_input_errors(void **state) {
+    (void)state;
+    lp_model *m = build();
+    lp_run *r;
+    assert_int_equal(lp_run_new(m, LP_DEVICE_CPU, &r), LP_OK);
+    int64_t xs[4] = {1, C + 1, H, W};
+    lp_tensor *x;
+    assert_int_equal(lp_tensor_new(&x, LP_DEVICE_CPU, LP_F32, 4, xs), LP_OK);
+    assert_int_equal(lp_run_forward(r, x), LP_ERR_SHAPE);
+    assert_non_null(strstr(lp_last_error(), "1x3x5x5"));
+    lp_tensor_free(x);
+    int64_t xs2[4] = {1, C, H + 1, W}; /* spatial mismatch reaches the Gemm */
+    assert_int_equal(lp_tensor_new(&x, LP_DEVICE_CPU, LP_F32, 4, xs2), LP_OK);
+    assert_int_not_equal(lp_run_forward(r, x), LP_OK);
+    assert_non_null(strstr(lp_last_error(), "fc"));
+    lp_tensor_free(x);
+    lp_run_free(r);
+    lp_model_free(m);
+}
+
+int main(void) {
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_forward_batch_and_capture),
+        cmocka_unit_test(test_backward_input_and_weights),
+        cmocka_unit_test(test_rule_override),
+        cmocka_unit_test(test_input_errors),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
