@@ -88,17 +88,28 @@ static double rel_l2(const float *a, const float *b, int64_t n) {
     return sqrt(num) / (den > 0 ? sqrt(den) : 1e-30);
 }
 
+/* dir/model/file into path; 0 when it fits. */
+static int fixture_path(char *path, size_t len, const bench_opts *o, const char *model,
+                        const char *file) {
+    int n = snprintf(path, len, "%s/%s/%s", o->fixtures, model, file);
+    if (n < 0 || (size_t)n >= len) {
+        fprintf(stderr, "cpu_forward: path too long: %s/%s/%s\n", o->fixtures, model, file);
+        return -1;
+    }
+    return 0;
+}
+
 static int bench_model(const bench_opts *o, bench_row *row) {
     char path[4096];
     lp_model *m = NULL;
     lp_run *r = NULL;
     lp_tensor *x = NULL, *ref = NULL, *xb = NULL;
     int rc = -1;
-    snprintf(path, sizeof path, "%s/%s/model.onnx", o->fixtures, row->name);
+    if (fixture_path(path, sizeof path, o, row->name, "model.onnx")) return -1;
     if (lp_model_load(path, &m) != LP_OK) return fail("load");
-    snprintf(path, sizeof path, "%s/%s/input.npy", o->fixtures, row->name);
+    if (fixture_path(path, sizeof path, o, row->name, "input.npy")) goto done;
     if (lp_npy_load(path, &x) != LP_OK) { fail("input"); goto done; }
-    snprintf(path, sizeof path, "%s/%s/logits.npy", o->fixtures, row->name);
+    if (fixture_path(path, sizeof path, o, row->name, "logits.npy")) goto done;
     if (lp_npy_load(path, &ref) != LP_OK) { fail("logits"); goto done; }
     if (lp_run_new(m, LP_DEVICE_CPU, &r) != LP_OK) { fail("run"); goto done; }
 
@@ -166,8 +177,8 @@ static void run_peer(const bench_opts *o, bench_row *rows, int nrows) {
     out[len] = 0;
     if (pclose(p) != 0) fprintf(stderr, "cpu_forward: the peer failed: %s\n", cmd);
     for (int i = 0; i < nrows; i++) {
-        char key[80];
-        snprintf(key, sizeof key, "\"%s\":", rows[i].name);
+        char key[96];
+        snprintf(key, sizeof key, "\"%.64s\":", rows[i].name);
         rows[i].peer_fwd = json_after(out, key, "forward_ips");
         rows[i].peer_grad = json_after(out, key, "grad_ips");
     }

@@ -13,6 +13,7 @@ static const struct {
     {"predict", cmd_predict, "top-k classes for images or a .npy batch"},
     {"activations", cmd_activations, "a layer's channel maps as a PNG grid (and .npy)"},
     {"train", cmd_train, "train the small Fashion-MNIST CNN (the bundled default model)"},
+    {"tsne", cmd_tsne, "Barnes-Hut t-SNE of the rows of an array, with plot and quality metrics"},
 };
 
 static void usage(FILE *f) {

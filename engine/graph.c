@@ -277,9 +277,18 @@ void lp_model_free(lp_model *m) {
 
 /* ---- shape inference ------------------------------------------------------------- */
 
-static lp_dtype out_dtype(const lp_model *m, const lp_node *n) {
-    if (n->op->int64_out) return LP_I64;
-    if (!strcmp(n->op_type, "Cast")) return lp_attr_int(n, "to", 1) == 7 ? LP_I64 : LP_F32;
+lp_dtype lp_node_out_dtype(const lp_model *m, const lp_node *n) {
+    if (n->op && n->op->int64_out) return LP_I64;
+    if (!strcmp(n->op_type, "Cast")) {
+        int64_t to = lp_attr_int(n, "to", 1); /* ONNX TensorProto.DataType */
+        return (to == 1 || to == 10 || to == 11 || to == 16) ? LP_F32 : LP_I64;
+    }
+    if (!strcmp(n->op_type, "ConstantOfShape")) {
+        const lp_attr *a = lp_node_attr(n, "value");
+        return a && a->t ? a->t->dtype : LP_F32;
+    }
+    if (!strcmp(n->op_type, "Where"))
+        return n->n_in > 1 && n->in[1] >= 0 ? m->values[n->in[1]].dtype : LP_F32;
     if (n->n_in > 0 && n->in[0] >= 0 && m->values[n->in[0]].dtype == LP_I64) return LP_I64;
     return LP_F32;
 }
@@ -355,7 +364,7 @@ lp_status lp_model_finalize(lp_model *m) {
             free(shapes);
             return s;
         }
-        lp_dtype dt = out_dtype(m, n);
+        lp_dtype dt = lp_node_out_dtype(m, n);
         for (int k = 0; k < n->n_out; k++) {
             m->values[n->out[k]].shape = shapes[n->out[k]];
             m->values[n->out[k]].dtype = dt;

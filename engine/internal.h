@@ -131,6 +131,8 @@ const char *lp_attr_string(const lp_node *n, const char *name, const char *dflt)
 /* Resolve ops, parse attributes (op->check), infer static shapes from the inputs'
  * declared shapes. Called after building or importing. */
 lp_status lp_model_finalize(lp_model *m);
+/* The dtype of a node's outputs (int64 for shape arithmetic, else float). */
+lp_dtype lp_node_out_dtype(const lp_model *m, const lp_node *n);
 /* Infer one node's output shapes from shapes[] (indexed by value id) into shapes[]. */
 lp_status lp_node_infer(const lp_model *m, const lp_node *n, lp_shape *shapes);
 /* Constant folding (any node whose inputs are all constant, incl. Shape of a

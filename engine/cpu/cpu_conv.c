@@ -1,6 +1,6 @@
-/* cpu_conv.c — 2-D convolution on the CPU: im2col + one OpenBLAS sgemm per group
- * over a chunk of images (so small feature maps still give the BLAS wide matrices),
- * direct gemm for 1x1 stride-1 convs, and direct loops for depthwise convs. */
+/* cpu_conv.c — 2-D convolution on the CPU: im2col + OpenBLAS sgemm per group, over
+ * chunks of images for small maps (wide gemms) or bands of output rows for large ones
+ * (columns stay in cache); direct gemm for 1x1 stride-1; direct loops for depthwise. */
 #include "cpu_internal.h"
 
 #include <omp.h>
@@ -10,6 +10,10 @@
 /* Columns a gemm should see at least before we batch images into one call: below
  * this OpenBLAS runs far from peak (7x7 and 14x14 maps in ResNets). */
 #define LP_CONV_MIN_COLS 1024
+/* Columns per im2col band in the banded forward (see fwd_chunk). */
+#ifndef LP_CONV_TILE_COLS
+#define LP_CONV_TILE_COLS 1024
+#endif
 /* Upper bound on the im2col buffer, in floats (128 MiB). */
 #define LP_CONV_MAX_COL ((size_t)32 << 20)
 
@@ -83,6 +87,59 @@ static void im2col(const lp_conv_desc *d, const float *x, int n0, int nb, int g,
     }
 }
 
+/* im2col of output rows [oy0, oy1) of one image: col has (oy1 - oy0) * ow columns. */
+static void im2col_rows(const lp_conv_desc *d, const float *x, int n, int g, int oy0, int oy1, float *col) {
+    const int cg = d->c / d->groups, kk = d->kh * d->kw, rows = cg * kk;
+    const int64_t ld = (int64_t)(oy1 - oy0) * d->ow, hw = (int64_t)d->h * d->w;
+    for (int r = 0; r < rows; r++) {
+        int ci = r / kk, i = (r % kk) / d->kw, j = r % d->kw;
+        const float *src = x + ((int64_t)n * d->c + (int64_t)g * cg + ci) * hw;
+        int offx = j * d->dw - d->pw0, lo, hi;
+        tap_range(offx, d->sw, d->w, d->ow, &lo, &hi);
+        for (int oy = oy0; oy < oy1; oy++) {
+            int iy = oy * d->sh - d->ph0 + i * d->dh;
+            float *drow = col + r * ld + (int64_t)(oy - oy0) * d->ow;
+            if (iy < 0 || iy >= d->h) {
+                memset(drow, 0, sizeof(float) * d->ow);
+                continue;
+            }
+            const float *srow = src + (int64_t)iy * d->w + offx;
+            for (int ox = 0; ox < lo; ox++) drow[ox] = 0.f;
+            if (d->sw == 1)
+                memcpy(drow + lo, srow + lo, sizeof(float) * (hi - lo));
+            else
+                for (int ox = lo; ox < hi; ox++) drow[ox] = srow[(int64_t)ox * d->sw];
+            for (int ox = hi; ox < d->ow; ox++) drow[ox] = 0.f;
+        }
+    }
+}
+
+/* The adjoint of im2col_rows: dx of one image += col for output rows [oy0, oy1). */
+static void col2im_rows_add(const lp_conv_desc *d, const float *col, int n, int g, int oy0, int oy1, float *dx) {
+    const int cg = d->c / d->groups;
+    const int64_t ld = (int64_t)(oy1 - oy0) * d->ow, hw = (int64_t)d->h * d->w;
+    for (int ci = 0; ci < cg; ci++) {
+        float *dst = dx + ((int64_t)n * d->c + (int64_t)g * cg + ci) * hw;
+        for (int i = 0; i < d->kh; i++) {
+            for (int j = 0; j < d->kw; j++) {
+                const float *src = col + (int64_t)((ci * d->kh + i) * d->kw + j) * ld;
+                int offx = j * d->dw - d->pw0, lo, hi;
+                tap_range(offx, d->sw, d->w, d->ow, &lo, &hi);
+                for (int oy = oy0; oy < oy1; oy++) {
+                    int iy = oy * d->sh - d->ph0 + i * d->dh;
+                    if (iy < 0 || iy >= d->h) continue;
+                    float *drow = dst + (int64_t)iy * d->w + offx;
+                    const float *srow = src + (int64_t)(oy - oy0) * d->ow;
+                    if (d->sw == 1)
+                        for (int ox = lo; ox < hi; ox++) drow[ox] += srow[ox];
+                    else
+                        for (int ox = lo; ox < hi; ox++) drow[(int64_t)ox * d->sw] += srow[ox];
+                }
+            }
+        }
+    }
+}
+
 /* The adjoint of im2col: dx[n0+img, g*cg + ci] += col at every tap. One thread per
  * (image, channel) plane, since the taps of one channel overlap in dx. */
 static void col2im_add(const lp_conv_desc *d, const float *col, int n0, int nb, int g, float *dx) {
@@ -122,100 +179,159 @@ static void gather_rows(const float *t, int ch, int kg, int64_t ohw, int n0, int
                    sizeof(float) * ohw);
 }
 
-/* ---------- depthwise (groups == c == k): direct loops, one thread per plane ---------- */
+/* ---------- depthwise (groups == c == k): direct loops, one thread per plane ----------
+ * Each plane is first copied into a zero-padded scratch plane covering every tap, so
+ * the tap loops have no bounds checks and run full rows (vectorised for stride 1). */
 
-static void dw_fwd(const lp_conv_desc *d, const float *x, const float *w, const float *b, float *y) {
-    const int64_t hw = (int64_t)d->h * d->w, ohw = (int64_t)d->oh * d->ow;
-#pragma omp parallel for collapse(2) schedule(static)
-    for (int n = 0; n < d->n; n++) {
-        for (int ch = 0; ch < d->c; ch++) {
-            const float *xp = x + ((int64_t)n * d->c + ch) * hw;
-            const float *wp = w + (int64_t)ch * d->kh * d->kw;
-            float *yp = y + ((int64_t)n * d->c + ch) * ohw;
-            float bv = b ? b[ch] : 0.f;
-            for (int64_t p = 0; p < ohw; p++) yp[p] = bv;
-            for (int j = 0; j < d->kw; j++) {
-                int offx = j * d->dw - d->pw0, lo, hi;
-                tap_range(offx, d->sw, d->w, d->ow, &lo, &hi);
-                for (int oy = 0; oy < d->oh; oy++) {
-                    float *yr = yp + (int64_t)oy * d->ow;
-                    for (int i = 0; i < d->kh; i++) {
-                        int iy = oy * d->sh - d->ph0 + i * d->dh;
-                        if (iy < 0 || iy >= d->h) continue;
-                        float wv = wp[i * d->kw + j];
-                        const float *xr = xp + (int64_t)iy * d->w + offx;
-                        if (d->sw == 1)
-                            for (int ox = lo; ox < hi; ox++) yr[ox] += wv * xr[ox];
-                        else
-                            for (int ox = lo; ox < hi; ox++) yr[ox] += wv * xr[(int64_t)ox * d->sw];
-                    }
-                }
-            }
+typedef struct dw_geom {
+    int ph, pw;      /* padded plane: rows, columns */
+    size_t plane;    /* floats per padded plane */
+} dw_geom;
+
+static dw_geom dw_geom_make(const lp_conv_desc *d) {
+    dw_geom g;
+    g.ph = (d->oh - 1) * d->sh + (d->kh - 1) * d->dh + 1;
+    g.pw = (d->ow - 1) * d->sw + (d->kw - 1) * d->dw + 1;
+    g.plane = (size_t)g.ph * g.pw;
+    return g;
+}
+
+/* pad[r][q] = x[r - ph0][q - pw0], 0 outside x. */
+static void dw_pad_plane(const lp_conv_desc *d, const dw_geom *g, const float *x, float *pad) {
+    for (int r = 0; r < g->ph; r++) {
+        float *pr = pad + (size_t)r * g->pw;
+        int iy = r - d->ph0;
+        if (iy < 0 || iy >= d->h) {
+            memset(pr, 0, sizeof(float) * g->pw);
+            continue;
+        }
+        for (int q = 0; q < g->pw; q++) {
+            int ix = q - d->pw0;
+            pr[q] = (ix >= 0 && ix < d->w) ? x[(int64_t)iy * d->w + ix] : 0.f;
         }
     }
 }
 
-static void dw_bwd_data(const lp_conv_desc *d, const float *dy, const float *w, float *dx) {
+static void dw_fwd(const lp_conv_desc *d, const float *x, const float *w, const float *b, float *y, float *scratch,
+                   int nt) {
     const int64_t hw = (int64_t)d->h * d->w, ohw = (int64_t)d->oh * d->ow;
-#pragma omp parallel for collapse(2) schedule(static)
-    for (int n = 0; n < d->n; n++) {
-        for (int ch = 0; ch < d->c; ch++) {
-            float *xp = dx + ((int64_t)n * d->c + ch) * hw;
-            const float *wp = w + (int64_t)ch * d->kh * d->kw;
-            const float *yp = dy + ((int64_t)n * d->c + ch) * ohw;
-            for (int j = 0; j < d->kw; j++) {
-                int offx = j * d->dw - d->pw0, lo, hi;
-                tap_range(offx, d->sw, d->w, d->ow, &lo, &hi);
-                for (int oy = 0; oy < d->oh; oy++) {
-                    const float *yr = yp + (int64_t)oy * d->ow;
-                    for (int i = 0; i < d->kh; i++) {
-                        int iy = oy * d->sh - d->ph0 + i * d->dh;
-                        if (iy < 0 || iy >= d->h) continue;
-                        float wv = wp[i * d->kw + j];
-                        float *xr = xp + (int64_t)iy * d->w + offx;
-                        if (d->sw == 1)
-                            for (int ox = lo; ox < hi; ox++) xr[ox] += wv * yr[ox];
-                        else
-                            for (int ox = lo; ox < hi; ox++) xr[(int64_t)ox * d->sw] += wv * yr[ox];
-                    }
-                }
-            }
-        }
-    }
-}
-
-static void dw_bwd_filter(const lp_conv_desc *d, const float *x, const float *dy, float *dw, float *db) {
-    const int64_t hw = (int64_t)d->h * d->w, ohw = (int64_t)d->oh * d->ow;
-#pragma omp parallel for schedule(static)
-    for (int ch = 0; ch < d->c; ch++) {
-        float *wp = dw + (int64_t)ch * d->kh * d->kw;
-        double bsum = 0;
+    const dw_geom g = dw_geom_make(d);
+#pragma omp parallel num_threads(nt)
+    {
+        float *pad = scratch + g.plane * omp_get_thread_num();
+#pragma omp for collapse(2) schedule(static)
         for (int n = 0; n < d->n; n++) {
-            const float *xp = x + ((int64_t)n * d->c + ch) * hw;
-            const float *yp = dy + ((int64_t)n * d->c + ch) * ohw;
-            if (db)
-                for (int64_t p = 0; p < ohw; p++) bsum += yp[p];
-            for (int i = 0; i < d->kh; i++) {
-                for (int j = 0; j < d->kw; j++) {
-                    int offx = j * d->dw - d->pw0, lo, hi;
-                    tap_range(offx, d->sw, d->w, d->ow, &lo, &hi);
-                    float acc = 0.f;
-                    for (int oy = 0; oy < d->oh; oy++) {
-                        int iy = oy * d->sh - d->ph0 + i * d->dh;
-                        if (iy < 0 || iy >= d->h) continue;
-                        const float *xr = xp + (int64_t)iy * d->w + offx;
-                        const float *yr = yp + (int64_t)oy * d->ow;
-                        if (d->sw == 1)
-                            for (int ox = lo; ox < hi; ox++) acc += yr[ox] * xr[ox];
-                        else
-                            for (int ox = lo; ox < hi; ox++) acc += yr[ox] * xr[(int64_t)ox * d->sw];
+            for (int ch = 0; ch < d->c; ch++) {
+                const float *wp = w + (int64_t)ch * d->kh * d->kw;
+                float *yp = y + ((int64_t)n * d->c + ch) * ohw;
+                const float bv = b ? b[ch] : 0.f;
+                dw_pad_plane(d, &g, x + ((int64_t)n * d->c + ch) * hw, pad);
+                for (int oy = 0; oy < d->oh; oy++) {
+                    float *restrict yr = yp + (int64_t)oy * d->ow;
+                    for (int ox = 0; ox < d->ow; ox++) yr[ox] = bv;
+                    for (int i = 0; i < d->kh; i++) {
+                        const float *xrow = pad + (size_t)(oy * d->sh + i * d->dh) * g.pw;
+                        for (int j = 0; j < d->kw; j++) {
+                            const float wv = wp[i * d->kw + j];
+                            const float *restrict xr = xrow + j * d->dw;
+                            if (d->sw == 1)
+                                for (int ox = 0; ox < d->ow; ox++) yr[ox] += wv * xr[ox];
+                            else
+                                for (int ox = 0; ox < d->ow; ox++) yr[ox] += wv * xr[(int64_t)ox * d->sw];
+                        }
                     }
-                    wp[i * d->kw + j] += acc;
                 }
             }
         }
-        if (db) db[ch] += (float)bsum;
     }
+}
+
+static void dw_bwd_data(const lp_conv_desc *d, const float *dy, const float *w, float *dx, float *scratch, int nt) {
+    const int64_t hw = (int64_t)d->h * d->w, ohw = (int64_t)d->oh * d->ow;
+    const dw_geom g = dw_geom_make(d);
+#pragma omp parallel num_threads(nt)
+    {
+        float *pad = scratch + g.plane * omp_get_thread_num();
+#pragma omp for collapse(2) schedule(static)
+        for (int n = 0; n < d->n; n++) {
+            for (int ch = 0; ch < d->c; ch++) {
+                const float *wp = w + (int64_t)ch * d->kh * d->kw;
+                const float *yp = dy + ((int64_t)n * d->c + ch) * ohw;
+                float *xp = dx + ((int64_t)n * d->c + ch) * hw;
+                memset(pad, 0, sizeof(float) * g.plane);
+                for (int oy = 0; oy < d->oh; oy++) {
+                    const float *restrict yr = yp + (int64_t)oy * d->ow;
+                    for (int i = 0; i < d->kh; i++) {
+                        float *xrow = pad + (size_t)(oy * d->sh + i * d->dh) * g.pw;
+                        for (int j = 0; j < d->kw; j++) {
+                            const float wv = wp[i * d->kw + j];
+                            float *restrict xr = xrow + j * d->dw;
+                            if (d->sw == 1)
+                                for (int ox = 0; ox < d->ow; ox++) xr[ox] += wv * yr[ox];
+                            else
+                                for (int ox = 0; ox < d->ow; ox++) xr[(int64_t)ox * d->sw] += wv * yr[ox];
+                        }
+                    }
+                }
+                /* the padded plane's interior is dx's share; the border fell on padding */
+                for (int iy = 0; iy < d->h; iy++) {
+                    int r = iy + d->ph0;
+                    if (r >= g.ph) break;
+                    const float *pr = pad + (size_t)r * g.pw;
+                    for (int ix = 0; ix < d->w; ix++) {
+                        int q = ix + d->pw0;
+                        if (q < g.pw) xp[(int64_t)iy * d->w + ix] += pr[q];
+                    }
+                }
+            }
+        }
+    }
+}
+
+static void dw_bwd_filter(const lp_conv_desc *d, const float *x, const float *dy, float *dw, float *db,
+                          float *scratch, int nt) {
+    const int64_t hw = (int64_t)d->h * d->w, ohw = (int64_t)d->oh * d->ow;
+    const dw_geom g = dw_geom_make(d);
+#pragma omp parallel num_threads(nt)
+    {
+        float *pad = scratch + g.plane * omp_get_thread_num();
+#pragma omp for schedule(static)
+        for (int ch = 0; ch < d->c; ch++) {
+            float *wp = dw + (int64_t)ch * d->kh * d->kw;
+            double bsum = 0;
+            for (int n = 0; n < d->n; n++) {
+                const float *yp = dy + ((int64_t)n * d->c + ch) * ohw;
+                dw_pad_plane(d, &g, x + ((int64_t)n * d->c + ch) * hw, pad);
+                if (db) {
+                    float part = 0.f;
+                    for (int64_t q = 0; q < ohw; q++) part += yp[q];
+                    bsum += part;
+                }
+                for (int i = 0; i < d->kh; i++) {
+                    for (int j = 0; j < d->kw; j++) {
+                        float acc = 0.f;
+                        for (int oy = 0; oy < d->oh; oy++) {
+                            const float *restrict xr = pad + (size_t)(oy * d->sh + i * d->dh) * g.pw + j * d->dw;
+                            const float *restrict yr = yp + (int64_t)oy * d->ow;
+                            if (d->sw == 1)
+                                for (int ox = 0; ox < d->ow; ox++) acc += yr[ox] * xr[ox];
+                            else
+                                for (int ox = 0; ox < d->ow; ox++) acc += yr[ox] * xr[(int64_t)ox * d->sw];
+                        }
+                        wp[i * d->kw + j] += acc;
+                    }
+                }
+            }
+            if (db) db[ch] += (float)bsum;
+        }
+    }
+}
+
+/* One padded plane per thread for the depthwise loops; *nt: the thread count to use. */
+static float *dw_scratch(const lp_conv_desc *d, int *nt, const char *what) {
+    const dw_geom g = dw_geom_make(d);
+    *nt = omp_in_parallel() ? 1 : omp_get_max_threads();
+    return _lp_cpu_scratch(g.plane * (size_t)*nt + 1, what);
 }
 
 /* ---------- general path ---------- */
@@ -226,6 +342,7 @@ static void dw_bwd_filter(const lp_conv_desc *d, const float *x, const float *dy
  * across the threads instead. */
 typedef struct conv_plan {
     int cg, kg, direct, nb, nchunks, nt, per_thread;
+    int tile_rows; /* one image per chunk: output rows per im2col band */
     int64_t crow, ohw;
     size_t col_sz, buf_sz; /* floats of scratch per worker */
 } conv_plan;
@@ -244,8 +361,12 @@ static conv_plan conv_plan_make(const lp_conv_desc *d) {
         if (p.nb > cap) p.nb = cap;
     }
     p.nchunks = (d->n + p.nb - 1) / p.nb;
+    /* bands of >= LP_CONV_TILE_COLS columns: wide enough for an efficient gemm */
+    p.tile_rows = d->ow > 0 ? (LP_CONV_TILE_COLS + d->ow - 1) / d->ow : 1;
+    if (p.tile_rows < 1) p.tile_rows = 1;
     p.per_thread = p.nt > 1 && p.nchunks >= p.nt;
     p.col_sz = (p.direct && p.nb == 1) ? 0 : (size_t)(p.crow * p.nb * p.ohw);
+    if (p.nb == 1 && !p.direct && p.tile_rows < d->oh) p.col_sz = (size_t)(p.crow * p.tile_rows * d->ow);
     p.buf_sz = p.nb > 1 ? (size_t)(p.kg * p.nb * p.ohw) : 0;
     return p;
 }
@@ -264,6 +385,23 @@ static void fwd_chunk(const lp_conv_desc *d, const conv_plan *p, const float *x,
     for (int g = 0; g < d->groups; g++) {
         const float *wg = w + (int64_t)g * kg * crow;
         const float *bmat = col;
+        if (p->nb == 1 && !p->direct && p->tile_rows < d->oh) {
+            /* Large maps: im2col a band of output rows at a time so the columns are
+             * still in cache when the gemm packs them. */
+            float *yg = y + ((int64_t)n0 * d->k + (int64_t)g * kg) * ohw;
+            for (int oy0 = 0; oy0 < d->oh; oy0 += p->tile_rows) {
+                int oy1 = oy0 + p->tile_rows < d->oh ? oy0 + p->tile_rows : d->oh;
+                int64_t tc = (int64_t)(oy1 - oy0) * d->ow;
+                float *yt = yg + (int64_t)oy0 * d->ow;
+                im2col_rows(d, x, n0, g, oy0, oy1, col);
+                if (b)
+                    for (int r = 0; r < kg; r++)
+                        for (int64_t q = 0; q < tc; q++) yt[r * ohw + q] = b[g * kg + r];
+                _lp_cpu_sgemm(0, 0, kg, (int)tc, (int)crow, 1.f, wg, (int)crow, col, (int)tc, b ? 1.f : 0.f, yt,
+                              (int)ohw);
+            }
+            continue;
+        }
         if (p->direct && p->nb == 1)
             bmat = x + ((int64_t)n0 * d->c + (int64_t)g * p->cg) * ohw;
         else
@@ -303,6 +441,17 @@ static void bwd_data_chunk(const lp_conv_desc *d, const conv_plan *p, const floa
             dyg = dy + ((int64_t)n0 * d->k + (int64_t)g * kg) * ohw;
         else
             gather_rows(dy, d->k, kg, ohw, n0, cnt, g, dyb);
+        if (p->nb == 1 && !p->direct && p->tile_rows < d->oh) {
+            /* banded, as in fwd_chunk: each band's columns are scattered while cached */
+            for (int oy0 = 0; oy0 < d->oh; oy0 += p->tile_rows) {
+                int oy1 = oy0 + p->tile_rows < d->oh ? oy0 + p->tile_rows : d->oh;
+                int64_t tc = (int64_t)(oy1 - oy0) * d->ow;
+                _lp_cpu_sgemm(1, 0, (int)crow, (int)tc, kg, 1.f, wg, (int)crow, dyg + (int64_t)oy0 * d->ow, (int)ohw,
+                              0.f, col, (int)tc);
+                col2im_rows_add(d, col, n0, g, oy0, oy1, dx);
+            }
+            continue;
+        }
         if (p->direct && p->nb == 1) {
             float *dxg = dx + ((int64_t)n0 * d->c + (int64_t)g * p->cg) * ohw;
             _lp_cpu_sgemm(1, 0, (int)crow, (int)ohw, kg, 1.f, wg, (int)crow, dyg, (int)ohw, 1.f, dxg, (int)ohw);
@@ -326,6 +475,16 @@ static void bwd_filter_chunk(const lp_conv_desc *d, const conv_plan *p, const fl
             dyg = dy + ((int64_t)n0 * d->k + (int64_t)g * kg) * ohw;
         else
             gather_rows(dy, d->k, kg, ohw, n0, cnt, g, dyb);
+        if (p->nb == 1 && !p->direct && p->tile_rows < d->oh) {
+            for (int oy0 = 0; oy0 < d->oh; oy0 += p->tile_rows) {
+                int oy1 = oy0 + p->tile_rows < d->oh ? oy0 + p->tile_rows : d->oh;
+                int64_t tc = (int64_t)(oy1 - oy0) * d->ow;
+                im2col_rows(d, x, n0, g, oy0, oy1, col);
+                _lp_cpu_sgemm(0, 1, kg, (int)crow, (int)tc, 1.f, dyg + (int64_t)oy0 * d->ow, (int)ohw, col, (int)tc,
+                              1.f, dwg, (int)crow);
+            }
+            continue;
+        }
         if (p->direct && p->nb == 1)
             bmat = x + ((int64_t)n0 * d->c + (int64_t)g * p->cg) * ohw;
         else
@@ -338,7 +497,11 @@ lp_status _lp_cpu_conv_fwd(const lp_conv_desc *d, const float *x, const float *w
     lp_status st = conv_check(d, "conv_fwd");
     if (st) return st;
     if (conv_is_depthwise(d)) {
-        dw_fwd(d, x, w, b, y);
+        int nt;
+        float *pad = dw_scratch(d, &nt, "conv_fwd depthwise");
+        if (!pad) return LP_ERR_OOM;
+        dw_fwd(d, x, w, b, y, pad, nt);
+        free(pad);
         return LP_OK;
     }
     conv_plan p = conv_plan_make(d);
@@ -362,7 +525,11 @@ lp_status _lp_cpu_conv_bwd_data(const lp_conv_desc *d, const float *dy, const fl
     lp_status st = conv_check(d, "conv_bwd_data");
     if (st) return st;
     if (conv_is_depthwise(d)) {
-        dw_bwd_data(d, dy, w, dx);
+        int nt;
+        float *pad = dw_scratch(d, &nt, "conv_bwd_data depthwise");
+        if (!pad) return LP_ERR_OOM;
+        dw_bwd_data(d, dy, w, dx, pad, nt);
+        free(pad);
         return LP_OK;
     }
     conv_plan p = conv_plan_make(d);
@@ -386,7 +553,11 @@ lp_status _lp_cpu_conv_bwd_filter(const lp_conv_desc *d, const float *x, const f
     lp_status st = conv_check(d, "conv_bwd_filter");
     if (st) return st;
     if (conv_is_depthwise(d)) {
-        dw_bwd_filter(d, x, dy, dw, db);
+        int nt;
+        float *pad = dw_scratch(d, &nt, "conv_bwd_filter depthwise");
+        if (!pad) return LP_ERR_OOM;
+        dw_bwd_filter(d, x, dy, dw, db, pad, nt);
+        free(pad);
         return LP_OK;
     }
     conv_plan p = conv_plan_make(d);

@@ -63,14 +63,6 @@ static int is_graph_output(const lp_model *m, int v) {
     return 0;
 }
 
-/* Same rule as finalize: what dtype a node's outputs have. */
-static lp_dtype node_out_dtype(const lp_model *m, const lp_node *n) {
-    if (n->op->int64_out) return LP_I64;
-    if (!strcmp(n->op_type, "Cast")) return lp_attr_int(n, "to", 1) == 7 ? LP_I64 : LP_F32;
-    if (n->n_in > 0 && n->in[0] >= 0 && m->values[n->in[0]].dtype == LP_I64) return LP_I64;
-    return LP_F32;
-}
-
 /* Shape (opset 15 adds start/end) of a value whose static shape is known. */
 static lp_status fold_shape(const lp_node *n, const lp_shape *in, lp_tensor **out) {
     int64_t r = in->ndim, start = lp_attr_int(n, "start", 0), end = lp_attr_int(n, "end", r);
@@ -145,7 +137,7 @@ static int try_fold(lp_model *m, int i, char *known, lp_shape *shapes) {
     n->params = NULL;
     if (op->check && op->check(m, n) != LP_OK) return 0;
     if (lp_node_infer(m, n, shapes) != LP_OK) return 0;
-    lp_dtype dt = node_out_dtype(m, n);
+    lp_dtype dt = lp_node_out_dtype(m, n);
     for (int k = 0; k < n->n_out; k++) {
         lp_value *v = &m->values[n->out[k]];
         v->shape = shapes[n->out[k]];
@@ -339,7 +331,30 @@ static lp_status fold_batchnorms(lp_model *m) {
     return LP_OK;
 }
 
+/* PyTorch's exporter stores equal weights once and hands them out through Identity
+ * nodes. Point the consumers at the stored weight instead of copying it, so the
+ * weights stay shared (and counted once, as the file holds them). */
+static lp_status bypass_constant_identities(lp_model *m) {
+    if (!m->n_nodes) return LP_OK;
+    char *dead = lp_calloc((size_t)m->n_nodes, 1);
+    if (!dead) return LP_ERR_OOM;
+    for (int i = 0; i < m->n_nodes; i++) {
+        lp_node *n = &m->nodes[i];
+        if (strcmp(n->op_type, "Identity") || n->n_in != 1 || n->n_out != 1 || n->in[0] < 0) continue;
+        int from = n->out[0], to = n->in[0];
+        if (!m->values[to].init || is_graph_output(m, from)) continue;
+        for (int j = i + 1; j < m->n_nodes; j++)
+            for (int k = 0; k < m->nodes[j].n_in; k++)
+                if (m->nodes[j].in[k] == from) m->nodes[j].in[k] = to;
+        dead[i] = 1;
+    }
+    remove_nodes(m, dead);
+    free(dead);
+    return LP_OK;
+}
+
 lp_status lp_model_fold(lp_model *m) {
+    LP_TRY(bypass_constant_identities(m));
     for (int v = 0; v < m->n_values; v++) m->values[v].producer = -1;
     for (int i = 0; i < m->n_nodes; i++)
         for (int k = 0; k < m->nodes[i].n_out; k++) m->values[m->nodes[i].out[k]].producer = i;

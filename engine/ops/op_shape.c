@@ -55,19 +55,29 @@ const lp_op _lp_op_Shape = {"Shape", shape_check, shape_infer, shape_forward, NU
 /* ---- Cast -------------------------------------------------------------------------- */
 
 /* ONNX TensorProto data types Loupe maps: FLOAT(1), FLOAT16(10), DOUBLE(11) to float32;
- * INT64(7) to int64 (graph.c gives the output its dtype from `to`). */
+ * INT64(7), INT32(6) to int64 values; BOOL(9) to 0/1 (host only). The output tensor's
+ * dtype is set by graph.c from `to`; the values follow it. */
 static lp_status cast_check(lp_model *m, lp_node *n) {
     if (n->n_in != 1 || n->in[0] < 0) return _lp_op_fail(m, n, LP_ERR_PARSE, "needs 1 input (got %d)", n->n_in);
     int64_t to = lp_attr_int(n, "to", -1);
-    if (to != 1 && to != 7 && to != 10 && to != 11)
+    if (to != 1 && to != 6 && to != 7 && to != 9 && to != 10 && to != 11)
         return _lp_op_fail(m, n, LP_ERR_UNSUPPORTED, "cast to data type %" PRId64 " is not supported (float or int64 only)", to);
     return LP_OK;
 }
 
 static lp_status cast_forward(lp_ctx *c, const lp_node *n, lp_tensor *const *in, lp_tensor *const *out) {
-    (void)n;
     const lp_tensor *x = in[0];
     lp_tensor *y = out[0];
+    if (lp_attr_int(n, "to", 1) == 9) { /* bool: masks while folding */
+        if (x->device != LP_DEVICE_CPU || y->device != LP_DEVICE_CPU)
+            return lp_fail(LP_ERR_UNSUPPORTED, "cast to bool runs on host constants only");
+        for (int64_t i = 0; i < lp_tensor_numel(x); i++) {
+            int v = x->dtype == LP_I64 ? ((const int64_t *)x->data)[i] != 0 : ((const float *)x->data)[i] != 0;
+            if (y->dtype == LP_I64) ((int64_t *)y->data)[i] = v;
+            else ((float *)y->data)[i] = (float)v;
+        }
+        return LP_OK;
+    }
     if (x->dtype == y->dtype) return _lp_copy_tensor(c->be, x, y);
     int64_t cnt = lp_tensor_numel(x);
     if (cnt == 0) return LP_OK;

@@ -23,6 +23,9 @@ const lp_tensor *_lp_const_in(const lp_model *m, const lp_node *n, int i);
  * Returns the count, or -1 when t is not a host constant of a usable dtype. */
 int _lp_tensor_ints(const lp_tensor *t, int64_t *dst, int max);
 
+/* float -> int64, saturating (NaN -> 0). */
+int64_t _lp_float_to_int64(float f);
+
 /* One float from a tensor on any device (Clip bounds, Pad value, Pow exponent). */
 lp_status _lp_tensor_scalar(const lp_backend *be, const lp_tensor *t, float *v);
 
@@ -70,6 +73,7 @@ extern const lp_op _lp_op_Reshape, _lp_op_Flatten, _lp_op_Transpose, _lp_op_Sque
 extern const lp_op _lp_op_Gemm, _lp_op_MatMul;
 extern const lp_op _lp_op_BatchNormalization, _lp_op_LRN, _lp_op_LayerNormalization;
 extern const lp_op _lp_op_Softmax, _lp_op_LogSoftmax;
+extern const lp_op _lp_op_Equal, _lp_op_Where, _lp_op_Mod, _lp_op_Range, _lp_op_ScatterND, _lp_op_Not;
 extern const lp_op _lp_op_ReduceMean, _lp_op_ReduceSum, _lp_op_Expand, _lp_op_ConstantOfShape;
 
 #endif

@@ -87,6 +87,7 @@ static lp_status reshape_infer(const lp_node *n, const lp_shape *in, const lp_te
             return lp_fail(LP_ERR_SHAPE, "target dim %d is %" PRId64, i, d);
         }
         out[0].d[i] = d;
+        if (d > 0 && known > INT64_MAX / d) return lp_fail(LP_ERR_SHAPE, "target shape is too large");
         known *= d;
     }
     if (infer_at >= 0) {

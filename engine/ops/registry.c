@@ -13,7 +13,8 @@ static const lp_op *const g_ops[] = {
     &_lp_op_Softmax, &_lp_op_LogSoftmax, &_lp_op_Concat, &_lp_op_Split, &_lp_op_Flatten, &_lp_op_Reshape,
     &_lp_op_Transpose, &_lp_op_Squeeze, &_lp_op_Unsqueeze, &_lp_op_Pad, &_lp_op_Dropout, &_lp_op_Identity,
     &_lp_op_Constant, &_lp_op_Shape, &_lp_op_Gather, &_lp_op_Slice, &_lp_op_Cast,
-    &_lp_op_Expand, &_lp_op_ConstantOfShape, &_lp_op_LayerNormalization,
+    &_lp_op_Expand, &_lp_op_ConstantOfShape, &_lp_op_LayerNormalization, &_lp_op_Equal, &_lp_op_Where,
+    &_lp_op_Mod, &_lp_op_Range, &_lp_op_ScatterND, &_lp_op_Not,
 };
 
 #define N_OPS ((int)(sizeof g_ops / sizeof g_ops[0]))

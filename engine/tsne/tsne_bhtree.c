@@ -123,19 +123,21 @@ lp_status _lp_cpu_tsne_repulsion_bh(int64_t n, int dims, double theta, const flo
     const double th2 = theta * theta;
     const bh_node *nodes = t.nodes;
     const int32_t *perm = t.perm;
-#pragma omp parallel
+    /* Threads only pay off past a few thousand points (barriers cost more below). */
+#pragma omp parallel if (n >= 2048)
     {
         /* Depth-first: at most 2^dims - 1 pending siblings per level, plus one set of children. */
         int32_t stack[8 * BH_MAX_DEPTH + 16];
+        /* Points in tree order: neighbours in a row walk the same cells (cache-warm). */
 #pragma omp for schedule(dynamic, 256)
-        for (int64_t i = 0; i < n; i++) {
+        for (int64_t a = 0; a < n; a++) {
+            const int64_t i = perm[a];
             double yi[3] = {0, 0, 0}, f[3] = {0, 0, 0}, sq = 0;
             for (int d = 0; d < dims; d++) yi[d] = y[i * dims + d];
             int64_t top = 0;
             stack[top++] = 0;
             while (top > 0) {
                 const bh_node *nd = &nodes[stack[--top]];
-                if (nd->count == 0) continue;
                 if (nd->child < 0) {
                     for (int32_t a = 0; a < nd->count; a++) {
                         int64_t j = perm[nd->start + a];
@@ -162,7 +164,8 @@ lp_status _lp_cpu_tsne_repulsion_bh(int64_t n, int dims, double theta, const flo
                     for (int d = 0; d < dims; d++) f[d] += cw * w * dv[d];
                     continue;
                 }
-                for (int c = 0; c < (1 << dims); c++) stack[top++] = nd->child + c;
+                for (int c = 0; c < (1 << dims); c++)
+                    if (nodes[nd->child + c].count) stack[top++] = nd->child + c;
             }
             for (int d = 0; d < dims; d++) rep[i * dims + d] = (float)f[d];
             q[i] = sq;

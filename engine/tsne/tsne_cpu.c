@@ -21,7 +21,7 @@ lp_status _lp_cpu_tsne_attraction(int64_t n, int dims, const int64_t *rowptr, co
                                   const float *val, const float *y, float *attr, double *plogw) {
     double *rowsum = plogw ? malloc((size_t)n * sizeof(double)) : NULL;
     if (plogw && !rowsum) return lp_fail(LP_ERR_OOM, "t-SNE: out of memory for the KL estimate");
-#pragma omp parallel for schedule(dynamic, 256)
+#pragma omp parallel for schedule(dynamic, 256) if (n >= 2048)
     for (int64_t i = 0; i < n; i++) {
         double f[3] = {0, 0, 0}, pl = 0;
         for (int64_t a = rowptr[i]; a < rowptr[i + 1]; a++) {
@@ -49,7 +49,7 @@ lp_status _lp_cpu_tsne_attraction(int64_t n, int dims, const int64_t *rowptr, co
 
 static lp_status cpu_update(int64_t m, float exag, float inv_z, float lr, float mom, const float *attr,
                             const float *rep, float *y, float *upd, float *gains) {
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (m >= 16384)
     for (int64_t a = 0; a < m; a++) {
         float g = exag * attr[a] - rep[a] * inv_z;
         int sg = (g > 0) - (g < 0), su = (upd[a] > 0) - (upd[a] < 0);

@@ -38,6 +38,7 @@ TOL = {"tol_logits": 1e-4, "tol_grad": 1e-3, "tol_acts": 1e-4}
 # The ONNX interpreter below must reproduce PyTorch's own logits this closely, or the
 # intermediate references are not trusted.
 SELF_TOL = 1e-5
+PERTURB = 1e-5
 
 
 def script_hash():
@@ -115,6 +116,8 @@ def interpret(model_proto, x):
                              ceil_mode=bool(a.get("ceil_mode", 0)))
         elif op == "GlobalAveragePool":
             y = ins[0].mean(dim=(2, 3), keepdim=True)
+        elif op == "Concat":
+            y = torch.cat(ins, dim=a["axis"])
         elif op == "Add":
             y = ins[0] + ins[1]
         elif op == "Flatten":
@@ -199,9 +202,14 @@ def cross_check(model, model_proto, env, x):
     return checked
 
 
-def write_acts(model, model_proto, x, logits, outdir):
-    with torch.no_grad():
-        env = interpret(model_proto, x)
+def write_acts(model, model_proto, x, logits, t, outdir):
+    env = interpret(model_proto, x.clone().requires_grad_(True))
+    for v in env.values():
+        if v.requires_grad:
+            v.retain_grad()
+    env[model_proto.graph.output[0].name][:, t].sum().backward()
+    grads = {k: v.grad for k, v in env.items() if v.requires_grad and v.grad is not None}
+    env = {k: v.detach() for k, v in env.items()}
     out_name = model_proto.graph.output[0].name
     e = rel_l2(env[out_name].numpy(), logits)
     if e > SELF_TOL:
@@ -209,7 +217,9 @@ def write_acts(model, model_proto, x, logits, outdir):
     n_hook = cross_check(model, model_proto, env, x)
     adir = os.path.join(outdir, "acts")
     os.makedirs(adir, exist_ok=True)
-    index = {}
+    # Gradients of sum(logits[:, t]) w.r.t. each activation, from the same interpreted
+    # graph: they say which op's backward goes wrong when the input gradient does.
+    index, gindex = {}, {}
     for node in model_proto.graph.node:
         if node.op_type in ("Constant", "Identity"):
             continue  # weights and scalars, not activations
@@ -217,9 +227,15 @@ def write_acts(model, model_proto, x, logits, outdir):
             fname = "%04d.npy" % len(index)
             np.save(os.path.join(adir, fname), env[name].numpy().astype(np.float32))
             index[name] = fname
+            if name in grads and name != model_proto.graph.output[0].name:
+                gname = "g%04d.npy" % len(gindex)
+                np.save(os.path.join(adir, gname), grads[name].numpy().astype(np.float32))
+                gindex[name] = gname
     with open(os.path.join(adir, "index.json"), "w") as f:
         json.dump(index, f, indent=1)
-    return len(index), n_hook
+    with open(os.path.join(adir, "grad_index.json"), "w") as f:
+        json.dump(gindex, f, indent=1)
+    return len(index), len(gindex), n_hook
 
 
 def logits_and_grad(model, x, t):
@@ -229,7 +245,7 @@ def logits_and_grad(model, x, t):
     return logits.detach().numpy(), grad.numpy()
 
 
-def export_one(name, outdir, h):
+def export_one(name, outdir, h, acts_models):
     opset, seed = MODELS[name]
     torch.manual_seed(seed)
     gen = torch.Generator().manual_seed(seed)
@@ -248,17 +264,24 @@ def export_one(name, outdir, h):
     for n in proto.graph.node:
         ops[n.op_type] = ops.get(n.op_type, 0) + 1
 
-    # References in float64; PyTorch's own float32 error against them measures how well
-    # conditioned each quantity is. A bound below 3x that error could fail any fp32
-    # engine, so such a bound is raised to it (and the meta file says so).
+    # References in float64. How well conditioned each quantity is: PyTorch's own float32
+    # error against them, and (for the gradient) its change when the input moves by
+    # PERTURB relative, about the forward rounding noise of a different fp32 engine: a
+    # max-pool window whose top two values are that close routes its gradient to either,
+    # a real discontinuity. A bound below 3x either could fail any fp32 engine, so it is
+    # raised to that (and the meta file says so).
     logits32, grad32 = logits_and_grad(model, x, t)
     logits64, grad64 = logits_and_grad(copy.deepcopy(model).double(), x.double(), t)
+    xp = x * (1 + PERTURB * torch.randn(x.shape, generator=gen))
+    _, grad_p = logits_and_grad(model, xp, t)
     logits, grad = logits64.astype(np.float32), grad64.astype(np.float32)
     tol = dict(TOL)
     cond = {"torch_fp32_err_logits": rel_l2(logits32, logits64),
-            "torch_fp32_err_grad": rel_l2(grad32, grad64)}
-    for q in ("logits", "grad"):
-        tol["tol_" + q] = max(TOL["tol_" + q], 3 * cond["torch_fp32_err_" + q])
+            "torch_fp32_err_grad": rel_l2(grad32, grad64),
+            "grad_change_perturbed": rel_l2(grad_p, grad64)}
+    tol["tol_logits"] = max(TOL["tol_logits"], 3 * cond["torch_fp32_err_logits"])
+    tol["tol_grad"] = max(TOL["tol_grad"], 3 * cond["torch_fp32_err_grad"],
+                          3 * cond["grad_change_perturbed"])
     np.save(os.path.join(outdir, "input.npy"), x.numpy())
     np.save(os.path.join(outdir, "logits.npy"), logits)
     np.save(os.path.join(outdir, "grad.npy"), grad)
@@ -267,8 +290,9 @@ def export_one(name, outdir, h):
             "torchvision": torchvision.__version__,
             "logits_norm": float(np.linalg.norm(logits)),
             "grad_norm": float(np.linalg.norm(grad))}
-    if name in WITH_ACTS:
-        meta["acts_count"], meta["acts_hook_checked"] = write_acts(model, proto, x, logits32, outdir)
+    if name in acts_models:
+        meta["acts_count"], meta["act_grads_count"], meta["acts_hook_checked"] = \
+            write_acts(model, proto, x, logits32, t, outdir)
     meta["script_hash"] = h  # last: a crash before this leaves the fixture stale
     with open(os.path.join(outdir, "meta.json"), "w") as f:
         json.dump(meta, f, indent=1)
@@ -293,6 +317,8 @@ def main():
     ap.add_argument("outdir")
     ap.add_argument("--models", default=",".join(MODELS))
     ap.add_argument("--force", action="store_true")
+    ap.add_argument("--acts", default=",".join(WITH_ACTS),
+                    help="models whose intermediates (values and gradients) are written")
     args = ap.parse_args()
     h = script_hash()
     torch.set_num_threads(max(1, os.cpu_count() or 1))
@@ -303,14 +329,16 @@ def main():
         if not args.force and fresh(outdir, h):
             print("%-14s cached" % name)
             continue
-        meta = export_one(name, outdir, h)
+        meta = export_one(name, outdir, h, args.acts.split(","))
         extra = ""
         if "acts_count" in meta:
-            extra = " acts=%d (hook-checked %d)" % (meta["acts_count"], meta["acts_hook_checked"])
+            extra = " acts=%d grads=%d (hook-checked %d)" % (
+                meta["acts_count"], meta["act_grads_count"], meta["acts_hook_checked"])
         print("%-14s opset %d class %d |logits| %.3g |grad| %.3g torch fp32 err %.1e/%.1e "
-              "bounds %.0e/%.1e%s ops: %s" % (
+              "perturbed grad %.1e bounds %.0e/%.1e%s ops: %s" % (
             name, meta["opset"], meta["class"], meta["logits_norm"], meta["grad_norm"],
-            meta["torch_fp32_err_logits"], meta["torch_fp32_err_grad"], meta["tol_logits"],
+            meta["torch_fp32_err_logits"], meta["torch_fp32_err_grad"],
+            meta["grad_change_perturbed"], meta["tol_logits"],
             meta["tol_grad"], extra,
             " ".join("%s:%d" % kv for kv in sorted(meta["op_types"].items()))))
         sys.stdout.flush()

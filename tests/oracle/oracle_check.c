@@ -2,7 +2,8 @@
  * tests/oracle/export_models.py): logits, the input gradient of one class, and every
  * intermediate activation listed in acts/index.json. Public API only, like any user.
  *
- * usage: oracle_check FIXTURE_DIR [--device cpu|cuda]
+ * usage: oracle_check FIXTURE_DIR [--device cpu|cuda] [--dump DIR]
+ * (--dump writes Loupe's value of each failing check to DIR as .npy.)
  * Prints one line per check (model, quantity, rel L2, max abs, bound, PASS/FAIL) and
  * exits non-zero on any failure or load/run error. */
 #include "loupe.h"
@@ -18,7 +19,19 @@
 
 typedef struct check_stats {
     int checks, failures;
+    const char *dump; /* folder for Loupe's failing tensors (--dump), or NULL */
 } check_stats;
+
+/* Loupe's tensor as DIR/<name with '/' as '_'>.npy, to study a failure in NumPy. */
+static void dump_tensor(const char *dir, const char *name, const lp_tensor *t) {
+    char path[4096];
+    int n = snprintf(path, sizeof path, "%s/", dir);
+    for (const char *c = name; *c && n < (int)sizeof path - 5; c++)
+        path[n++] = (*c == '/' || *c == ' ' || *c == ':' || *c == ',') ? '_' : *c;
+    snprintf(path + n, sizeof path - (size_t)n, ".npy");
+    if (lp_npy_save(path, t) != LP_OK) fprintf(stderr, "oracle_check: --dump: %s\n", lp_last_error());
+    else printf("    Loupe's value written to %s\n", path);
+}
 
 static char *read_text(const char *path) {
     FILE *f = fopen(path, "rb");
@@ -98,10 +111,11 @@ static void compare(check_stats *st, const char *model, const char *what, const 
     int floored = floor_norm && bn < NORM_FLOOR;
     double rel = sqrt(num) / (floored ? NORM_FLOOR : (bn > 0 ? bn : 1e-30));
     int ok = nonfinite == 0 && rel <= bound;
-    printf("%-14s %-60s rel_l2 %.3e%s max_abs %.3e bound %.0e %s\n", model, what, rel,
+    printf("%-14s %-60s rel_l2 %.3e%s max_abs %.3e bound %.2g %s\n", model, what, rel,
            floored ? "(floor)" : "", maxabs, bound, ok ? "PASS" : "FAIL");
     if (!ok) {
         st->failures++;
+        if (st->dump) dump_tensor(st->dump, what, got);
         printf("    shape %s, %lld non-finite; worst at flat index %lld: loupe %.7g pytorch %.7g\n",
                lp_shape_str(ref->ndim, ref->shape, sa, sizeof sa), (long long)nonfinite,
                (long long)worst, a[worst], b[worst]);
@@ -128,11 +142,12 @@ static int load_ref(const char *dir, const char *file, lp_tensor **out) {
     return 0;
 }
 
-/* Every value in acts/index.json against Loupe's captured value of the same name. */
+/* Every value in acts/<index> against Loupe's captured value (grads = 0) or its
+ * gradient (grads = 1) of the same name. */
 static int check_acts(check_stats *st, const char *model, const char *dir, const lp_run *r,
-                      double bound) {
-    char path[4096], name[1024], file[256];
-    snprintf(path, sizeof path, "%s/acts/index.json", dir);
+                      double bound, int grads) {
+    char path[4096], name[1024], file[256], what[1100];
+    snprintf(path, sizeof path, "%s/acts/%s", dir, grads ? "grad_index.json" : "index.json");
     char *json = read_text(path);
     if (!json) return 0; /* this model has no intermediate references */
     snprintf(path, sizeof path, "%s/acts", dir);
@@ -145,13 +160,15 @@ static int check_acts(check_stats *st, const char *model, const char *dir, const
             rc = -1;
             break;
         }
-        compare(st, model, name, lp_run_value(r, name), ref, bound, 1);
+        snprintf(what, sizeof what, "%s%s", grads ? "grad " : "", name);
+        compare(st, model, what, grads ? lp_run_grad(r, name) : lp_run_value(r, name), ref,
+                bound, 1);
         lp_tensor_free(ref);
         count++;
     }
     free(json);
-    printf("%-14s %d intermediate values compared (bound %.0e rel L2, w.r.t. max(||ref||, %.0e))\n",
-           model, count, bound, NORM_FLOOR);
+    printf("%-14s %d intermediate %s compared (bound %.2g rel L2, w.r.t. max(||ref||, %.0e))\n",
+           model, count, grads ? "gradients" : "values", bound, NORM_FLOOR);
     return rc;
 }
 
@@ -162,13 +179,22 @@ static int fail_run(const char *what) {
 
 int main(int argc, char **argv) {
     if (argc < 2 || !strcmp(argv[1], "--help")) {
-        fprintf(stderr, "usage: oracle_check FIXTURE_DIR [--device cpu|cuda]\n");
+        fprintf(stderr, "usage: oracle_check FIXTURE_DIR [--device cpu|cuda] [--dump DIR]\n");
         return argc < 2 ? 2 : 0;
     }
     const char *dir = argv[1];
     lp_device dev = LP_DEVICE_CPU;
-    if (argc >= 4 && !strcmp(argv[2], "--device") && lp_device_parse(argv[3], &dev) != LP_OK)
-        return fail_run("--device");
+    check_stats st = {0, 0, NULL};
+    for (int i = 2; i + 1 < argc; i += 2) {
+        if (!strcmp(argv[i], "--device")) {
+            if (lp_device_parse(argv[i + 1], &dev) != LP_OK) return fail_run("--device");
+        } else if (!strcmp(argv[i], "--dump")) {
+            st.dump = argv[i + 1];
+        } else {
+            fprintf(stderr, "oracle_check: unknown option '%s'\n", argv[i]);
+            return 2;
+        }
+    }
 
     char path[4096];
     snprintf(path, sizeof path, "%s/meta.json", dir);
@@ -199,9 +225,8 @@ int main(int argc, char **argv) {
     if (lp_run_capture(r, "*") != LP_OK) return fail_run("capture");
     if (lp_run_forward(r, x) != LP_OK) return fail_run("forward");
 
-    check_stats st = {0, 0};
     compare(&st, model, "logits", lp_run_output(r), logits, tol_logits, 0);
-    if (check_acts(&st, model, dir, r, tol_acts)) return 2;
+    if (check_acts(&st, model, dir, r, tol_acts, 0)) return 2;
 
     /* Seed: one-hot on class t in every batch row, i.e. d(sum_n logits[n, t]). */
     if (lp_tensor_new(&seed, LP_DEVICE_CPU, LP_F32, logits->ndim, logits->shape) != LP_OK)
@@ -217,6 +242,7 @@ int main(int argc, char **argv) {
     char what[64];
     snprintf(what, sizeof what, "d logits[:,%d] / d input", cls);
     compare(&st, model, what, lp_run_grad(r, lp_model_input_name(m)), grad, tol_grad, 0);
+    if (check_acts(&st, model, dir, r, tol_grad, 1)) return 2;
 
     printf("%-14s %d checks, %d failed: %s\n", model, st.checks, st.failures,
            st.failures ? "FAIL" : "PASS");

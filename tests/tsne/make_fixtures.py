@@ -26,7 +26,8 @@ def main():
     idx = np.argsort(d2, axis=1, kind="stable")[:, :k]
     dist2 = np.take_along_axis(d2, idx, axis=1).astype(np.float32)
     # sklearn squares the neighbour distances before this call; pass squared ones.
-    dm = csr_matrix((dist2.ravel(), idx.ravel(), np.arange(0, n * k + 1, k)), shape=(n, n))
+    # Copies: the call sorts the matrix's arrays in place.
+    dm = csr_matrix((dist2.ravel().copy(), idx.ravel().copy(), np.arange(0, n * k + 1, k)), shape=(n, n))
     p = _t_sne._joint_probabilities_nn(dm, perplexity, 0).toarray().astype(np.float32)
     np.save(os.path.join(out, "knn_idx.npy"), idx.astype(np.float32))
     np.save(os.path.join(out, "knn_d2.npy"), dist2)

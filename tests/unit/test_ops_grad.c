@@ -982,6 +982,14 @@ static void test_int64_folding(void **st) {
     int_case("Div", 2, (const int64_t *const[]){a, two}, (const int[]){4, 1}, NULL, 0, 4, (const int64_t[]){0, 1, 112, 112});
     int_case("Expand", 2, (const int64_t *const[]){b, S(2, 3)}, (const int[]){1, 2}, NULL, 0, 6,
              (const int64_t[]){-1, -1, -1, -1, -1, -1});
+    int_case("Equal", 2, (const int64_t *const[]){a, S(3)}, (const int[]){4, 1}, NULL, 0, 4, (const int64_t[]){0, 1, 0, 0});
+    int_case("Where", 3, (const int64_t *const[]){S(1, 0), S(5, 6), S(7, 8)}, (const int[]){2, 2, 2}, NULL, 0, 2,
+             (const int64_t[]){5, 8});
+    int_case("Mod", 2, (const int64_t *const[]){S(-7, 7, 6), S(3)}, (const int[]){3, 1}, NULL, 0, 3, (const int64_t[]){2, 1, 0});
+    int_case("Range", 3, (const int64_t *const[]){S(2), S(9), S(3)}, (const int[]){1, 1, 1}, NULL, 0, 3,
+             (const int64_t[]){2, 5, 8});
+    int_case("Not", 1, (const int64_t *const[]){S(0, 1, 0)}, (const int[]){3}, NULL, 0, 3, (const int64_t[]){1, 0, 1});
+    int_case("Cast", 1, (const int64_t *const[]){S(0, 5, -2)}, (const int[]){3}, "to", 7, 3, (const int64_t[]){0, 5, -2});
     int_case("Unsqueeze", 2, (const int64_t *const[]){b, idx}, (const int[]){1, 1}, NULL, 0, 1, (const int64_t[]){-1});
 
     /* Shape of a float input, with start. */
@@ -1064,6 +1072,39 @@ static void test_int64_folding(void **st) {
     lp_tensor_free(y);
     gc_free(&g);
 
+    /* ScatterND: rows 2 and 0 of a 3x2 int64 matrix replaced. */
+    gc_init(&g, "ScatterND", 207);
+    {
+        int i = g.n_in++;
+        snprintf(g.in_names[i], sizeof g.in_names[i], "c%d", i);
+        lp_tensor *t = new_tensor(LP_I64, 2, S(3, 2));
+        for (int k = 0; k < 6; k++) ((int64_t *)t->data)[k] = k;
+        assert_true(lp_model_add_initializer(g.m, g.in_names[i], t, 0) >= 0);
+        g.data[i] = t;
+        i = g.n_in++;
+        snprintf(g.in_names[i], sizeof g.in_names[i], "c%d", i);
+        t = new_tensor(LP_I64, 2, S(2, 1));
+        ((int64_t *)t->data)[0] = 2;
+        ((int64_t *)t->data)[1] = 0;
+        assert_true(lp_model_add_initializer(g.m, g.in_names[i], t, 0) >= 0);
+        g.data[i] = t;
+        i = g.n_in++;
+        snprintf(g.in_names[i], sizeof g.in_names[i], "c%d", i);
+        t = new_tensor(LP_I64, 2, S(2, 2));
+        for (int k = 0; k < 4; k++) ((int64_t *)t->data)[k] = 10 + k;
+        assert_true(lp_model_add_initializer(g.m, g.in_names[i], t, 0) >= 0);
+        g.data[i] = t;
+    }
+    n = gc_node(&g, 1);
+    assert_int_equal(gc_finalize(&g), LP_OK);
+    n = &g.m->nodes[0];
+    assert_int_equal(lp_tensor_new_shape(&y, LP_DEVICE_CPU, LP_I64, &g.m->values[n->out[0]].shape), LP_OK);
+    assert_int_equal(lp_node_eval_host(g.m, n, g.data, &y), LP_OK);
+    const int64_t sw[] = {12, 13, 2, 3, 10, 11};
+    for (int i = 0; i < 6; i++) assert_int_equal(((int64_t *)y->data)[i], sw[i]);
+    lp_tensor_free(y);
+    gc_free(&g);
+
     /* Constant value_floats. */
     gc_init(&g, "Constant", 203);
     n = gc_node(&g, 1);
@@ -1086,7 +1127,10 @@ static void test_registry(void **st) {
                           "HardSigmoid", "HardSwish", "Erf", "Mul", "Add", "Sub", "Div", "Pow", "Sqrt", "Concat",
                           "Split", "MaxPool", "AveragePool", "GlobalAveragePool", "ReduceMean", "LRN", "Gemm",
                           "MatMul", "Flatten", "Reshape", "Transpose", "Squeeze", "Unsqueeze", "Pad", "Dropout",
-                          "Identity", "Softmax", "Constant", "Shape", "Gather", "Slice", "Cast"};
+                          "Identity", "Softmax", "Constant", "Shape", "Gather", "Slice", "Cast",
+                          "Expand", "ConstantOfShape", "LayerNormalization", "Equal", "Where", "Mod", "Range",
+                          "LogSoftmax", "GlobalMaxPool", "ReduceSum", "Tanh", "Exp", "Log", "Neg", "Abs",
+                          "ScatterND", "Not"};
     for (size_t i = 0; i < sizeof must / sizeof must[0]; i++) {
         const lp_op *op = lp_op_find(must[i]);
         if (!op) fprintf(stderr, "op %s is missing from the registry\n", must[i]);
