@@ -12,6 +12,7 @@ int cmd_predict(int argc, char **argv);
 int cmd_activations(int argc, char **argv);
 int cmd_train(int argc, char **argv);
 int cmd_tsne(int argc, char **argv);
+int cmd_embed(int argc, char **argv);
 
 /* Print "loupe: <msg>" to stderr; returns 1 (the exit code). */
 int cli_fail(const char *fmt, ...) __attribute__((format(printf, 1, 2)));

@@ -11,31 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-/* Shared with cli/embed.c. */
-typedef struct cli_tsne_args {
-    lp_tsne_opts o;
-    const char *out, *plot, *labels_path, *names_path;
-    int metrics;
-} cli_tsne_args;
-int cli_tsne_option(int c, const char *arg, cli_tsne_args *a);
-/* With `prefix`, a longer label file is fine: its first n labels are used (--limit). */
-int cli_tsne_load_labels(const char *path, int64_t n, int prefix, int64_t **out);
-int cli_tsne_finish(const cli_tsne_args *a, const lp_tensor *x, const int64_t *labels, char **names, int n_names,
-                    const char *title);
-
-#define OPT_PERP 2001
-#define OPT_THETA 2002
-#define OPT_ITERS 2003
-#define OPT_SEED 2004
-#define OPT_LR 2005
-#define OPT_INIT 2006
-#define OPT_EXAG 2007
-#define OPT_LABELS 2008
-#define OPT_PLOT 2009
-#define OPT_METRICS 2010
-#define OPT_NAMES 2011
-#define OPT_DIMS 2012
-#define OPT_LIMIT 2013
+#include "tsne_cli.h"
 
 static int ends_with(const char *s, const char *suf) {
     size_t a = strlen(s), b = strlen(suf);
@@ -78,14 +54,6 @@ int cli_tsne_option(int c, const char *arg, cli_tsne_args *a) {
     }
     return -1;
 }
-
-#define TSNE_LONGOPTS                                                                                                 \
-    {"dims", required_argument, 0, OPT_DIMS}, {"perplexity", required_argument, 0, OPT_PERP},                        \
-        {"theta", required_argument, 0, OPT_THETA}, {"iters", required_argument, 0, OPT_ITERS},                      \
-        {"seed", required_argument, 0, OPT_SEED}, {"learning-rate", required_argument, 0, OPT_LR},                   \
-        {"exaggeration", required_argument, 0, OPT_EXAG}, {"init", required_argument, 0, OPT_INIT},                 \
-        {"labels", required_argument, 0, OPT_LABELS}, {"label-names", required_argument, 0, OPT_NAMES},              \
-        {"plot", required_argument, 0, OPT_PLOT}, {"metrics", no_argument, 0, OPT_METRICS}
 
 /* A .npy of integers ('<i8', '<i4', '<u1') read here, since lp_npy_load is float32 only. */
 static int load_int_npy(const char *path, int64_t n, int prefix, int64_t **out) {
@@ -181,7 +149,8 @@ static int on_iter(const lp_tsne_progress *p, void *user) {
 
 /* Run t-SNE on x (rows) and write what was asked: Y, the plot, the metrics JSON. */
 int cli_tsne_finish(const cli_tsne_args *a, const lp_tensor *x, const int64_t *labels, char **names, int n_names,
-                    const char *title) {
+                    const char *title, lp_tensor **y_out) {
+    if (y_out) *y_out = NULL;
     lp_tsne_opts o = a->o;
     progress_ctx pc;
     cli_progress_start(&pc.bar, "t-SNE", o.iters);
@@ -216,7 +185,8 @@ int cli_tsne_finish(const cli_tsne_args *a, const lp_tensor *x, const int64_t *l
         fprintf(stderr, "t-SNE: %lld points -> %d-D, KL %.4f, %.1fs%s%s%s%s\n", (long long)n, o.dims, st.kl,
                 st.seconds_knn + st.seconds_p + st.seconds_opt, a->out ? ", wrote " : "", a->out ? a->out : "",
                 a->plot ? ", plot " : "", a->plot ? a->plot : "");
-    lp_tensor_free(y);
+    if (y_out && !rc) *y_out = y;
+    else lp_tensor_free(y);
     return rc;
 }
 
@@ -225,20 +195,8 @@ static void help(void) {
            "Barnes-Hut t-SNE of the rows of X (N x D float32; N x ... is flattened; an IDX image file\n"
            "gives one row per image). Writes the N x dims embedding as .npy.\n\n"
            "  -o Y.npy              output coordinates\n"
-           "  --dims 2|3            output dimensions (default 2)\n"
-           "  --perplexity P        effective neighbour count (default 30; uses 3P neighbours)\n"
-           "  --theta T             Barnes-Hut accuracy, 0 = exact (default 0.5)\n"
-           "  --iters N             iterations incl. 250 of early exaggeration (default 1000)\n"
-           "  --seed S              seed of the PCA start / random init (default 42)\n"
-           "  --learning-rate L     default max(200, N/12)\n"
-           "  --exaggeration E      early exaggeration (default 12)\n"
-           "  --init pca|random     start (default pca, scaled to std 1e-4)\n"
            "  --limit N             use the first N rows only\n"
-           "  --labels L            labels (.npy of integers or float32, or IDX labels) to colour by\n"
-           "  --label-names FILE    class names, one per line (label i -> line i)\n"
-           "  --plot out.png|.svg   scatter plot coloured by label, with a legend\n"
-           "  --metrics             print KL, trustworthiness and kNN preservation (k = 10; exact up to\n"
-           "                        10,000 points, else on a 10,000-point sample) as JSON on stdout\n"
+           TSNE_HELP
            "  --device D            cpu, cuda or auto (default: cpu)\n");
 }
 
@@ -287,7 +245,7 @@ int cmd_tsne(int argc, char **argv) {
         rc = cli_fail("%s: cannot read label names", a.names_path);
         goto out;
     }
-    rc = cli_tsne_finish(&a, x, labels, names, n_names, in);
+    rc = cli_tsne_finish(&a, x, labels, names, n_names, in, NULL);
 out:
     if (names) cli_free_labels(names, n_names);
     free(labels);

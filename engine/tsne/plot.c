@@ -122,6 +122,15 @@ static lp_status check_points(const float *y, int64_t n, int dims) {
     return LP_OK;
 }
 
+static void xml_text(FILE *f, const char *s) {
+    for (; *s; s++) {
+        if (*s == '<') fputs("&lt;", f);
+        else if (*s == '>') fputs("&gt;", f);
+        else if (*s == '&') fputs("&amp;", f);
+        else fputc(*s, f);
+    }
+}
+
 static lp_status write_svg(const char *path, const float *y, int64_t n, int dims, const int64_t *labels,
                            const int64_t *uniq, int m, const char *const *names, int n_names, const char *title) {
     char tmp[4096];
@@ -133,7 +142,11 @@ static lp_status write_svg(const char *path, const float *y, int64_t n, int dims
     fprintf(f, "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"%d\" height=\"%d\" viewBox=\"0 0 %d %d\">\n",
             box + legend, box + 30, box + legend, box + 30);
     fprintf(f, "<rect width=\"100%%\" height=\"100%%\" fill=\"white\"/>\n");
-    if (title) fprintf(f, "<text x=\"%d\" y=\"20\" font-family=\"sans-serif\" font-size=\"16\">%s</text>\n", 20, title);
+    if (title) {
+        fprintf(f, "<text x=\"20\" y=\"20\" font-family=\"sans-serif\" font-size=\"16\">");
+        xml_text(f, title);
+        fprintf(f, "</text>\n");
+    }
     fprintf(f, "<g transform=\"translate(0,30)\" fill-opacity=\"0.7\">\n");
     for (int64_t i = 0; i < n; i++) {
         int s = labels ? slot_of(uniq, m, labels[i]) : 0;
@@ -150,11 +163,7 @@ static lp_status write_svg(const char *path, const float *y, int64_t n, int dims
         fprintf(f, "<rect x=\"%d\" y=\"%d\" width=\"12\" height=\"12\" fill=\"#%02x%02x%02x\"/>", box + 10, 50 + s * 20,
                 (int)(c[0] * 255), (int)(c[1] * 255), (int)(c[2] * 255));
         fprintf(f, "<text x=\"%d\" y=\"%d\" font-family=\"sans-serif\" font-size=\"13\">", box + 30, 61 + s * 20);
-        for (const char *p = name; *p; p++) {
-            if (*p == '<') fputs("&lt;", f);
-            else if (*p == '&') fputs("&amp;", f);
-            else fputc(*p, f);
-        }
+        xml_text(f, name);
         fprintf(f, "</text>\n");
     }
     fprintf(f, "</svg>\n");

@@ -44,8 +44,8 @@ static lp_status check_input(const lp_tensor *x, const lp_tsne_opts *o, int64_t 
     if (!(o->perplexity > 0)) return lp_fail(LP_ERR_ARG, "t-SNE: perplexity must be positive (got %g)", o->perplexity);
     /* Each point needs 3 x perplexity neighbours (openTSNE's rule), all distinct from it. */
     if (3.0 * o->perplexity > (double)(n - 1))
-        return lp_fail(LP_ERR_ARG, "t-SNE: perplexity %g is too large for %lld points (it needs 3 x perplexity = %g < N = %lld neighbours; use at most %g)",
-                       o->perplexity, (long long)n, 3.0 * o->perplexity, (long long)n, floor((n - 1) / 3.0));
+        return lp_fail(LP_ERR_ARG, "t-SNE: perplexity %g is too large for %lld points: it uses 3 x perplexity = %g neighbours per point and each has only %lld others (use a perplexity of at most %g)",
+                       o->perplexity, (long long)n, 3.0 * o->perplexity, (long long)(n - 1), floor((n - 1) / 3.0));
     if (!(o->theta >= 0) || o->theta > 10) return lp_fail(LP_ERR_ARG, "t-SNE: theta must be in [0, 10] (got %g)", o->theta);
     if (o->iters < 0) return lp_fail(LP_ERR_ARG, "t-SNE: iterations must be >= 0 (got %d)", o->iters);
     if (o->learning_rate < 0 || !isfinite(o->learning_rate))

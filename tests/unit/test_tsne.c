@@ -13,6 +13,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include "testutil.h"
 #include "tsne/tsne_internal.h"
@@ -312,6 +313,47 @@ static void test_bad_input(void **state) {
     lp_tensor_free(x);
 }
 
+/* The scatter: points land where the frame puts them, in their label's colour, on
+ * white; the SVG holds one circle per point and the escaped legend names. */
+static void test_plot(void **state) {
+    (void)state;
+    const float y[8] = {0, 0, 10, 10, 0, 10, 10, 0};
+    const int64_t labels[4] = {3, 3, 7, 7};
+    const char *names[8] = {"a", "b", "c", "T<shirt", "e", "f", "g", "Bag"};
+    char png[256], svg[256];
+    snprintf(png, sizeof png, "%s/tsne_plot_test.png", LOUPE_FIXTURES);
+    snprintf(svg, sizeof svg, "%s/tsne_plot_test.svg", LOUPE_FIXTURES);
+    mkdir(LOUPE_FIXTURES, 0755);
+    assert_int_equal(lp_scatter_plot(png, y, 4, 2, labels, names, 8, "test"), LP_OK);
+    lp_image img;
+    assert_int_equal(lp_image_load(png, &img), LP_OK);
+    assert_int_equal(img.w, 1020);
+    assert_int_equal(img.h, 830);
+    /* Box 800 with a 20 px margin: (0,0) is at pixel (20, 30 + 780), (0,10) at (20, 30 + 20). */
+    const float *p0 = img.px + ((size_t)(30 + 780) * img.w + 20) * img.c;
+    const float *p1 = img.px + ((size_t)(30 + 20) * img.w + 20) * img.c;
+    const float *bg = img.px + ((size_t)400 * img.w + 400) * img.c;
+    printf("plot: label 3 pixel %.2f %.2f %.2f, label 7 pixel %.2f %.2f %.2f, background %.2f\n", p0[0], p0[1], p0[2],
+           p1[0], p1[1], p1[2], bg[0]);
+    assert_true(bg[0] > 0.99f && bg[1] > 0.99f && bg[2] > 0.99f);
+    assert_true(p0[2] > p0[0]);                  /* first colour: blue */
+    assert_true(p1[0] > 0.8f && p1[2] < 0.4f);   /* second: orange */
+    lp_image_free(&img);
+    assert_int_equal(lp_scatter_plot(svg, y, 4, 2, labels, names, 8, "a & b"), LP_OK);
+    FILE *f = fopen(svg, "r");
+    assert_non_null(f);
+    char buf[8192];
+    size_t len = fread(buf, 1, sizeof buf - 1, f);
+    fclose(f);
+    buf[len] = 0;
+    int circles = 0;
+    for (const char *q = buf; (q = strstr(q, "<circle")); q++) circles++;
+    assert_int_equal(circles, 4);
+    assert_non_null(strstr(buf, "T&lt;shirt"));
+    assert_non_null(strstr(buf, "a &amp; b"));
+    assert_non_null(strstr(buf, ">Bag<"));
+}
+
 int main(int argc, char **argv) {
     static char dflt[1024];
     snprintf(dflt, sizeof dflt, "%s/tsne", LOUPE_FIXTURES);
@@ -329,6 +371,7 @@ int main(int argc, char **argv) {
         cmocka_unit_test(test_bh_exact_at_theta0), cmocka_unit_test(test_bh_within_theta),
         cmocka_unit_test(test_attraction_dense), cmocka_unit_test(test_knn_brute),
         cmocka_unit_test(test_run_blobs),        cmocka_unit_test(test_bad_input),
+        cmocka_unit_test(test_plot),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

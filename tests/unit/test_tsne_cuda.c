@@ -1,0 +1,150 @@
+/* test_tsne_cuda.c — each CUDA t-SNE kernel (kernels/tsne_*.cu through the table in
+ * engine/cuda/tsne_cuda.c) against its CPU twin on the same inputs. Without CUDA
+ * (build or device) it prints "SKIPPED: <reason>" and exits 0; CTest's gpu.tsne_kernels
+ * entry reports that as skipped. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <cmocka.h>
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "testutil.h"
+#include "tsne/tsne_internal.h"
+
+#ifdef LOUPE_HAVE_CUDA
+#include <cuda_runtime.h>
+
+static void *dev_copy(const void *h, size_t bytes) {
+    void *d = NULL;
+    assert_int_equal(cudaMalloc(&d, bytes), cudaSuccess);
+    if (h) assert_int_equal(cudaMemcpy(d, h, bytes, cudaMemcpyHostToDevice), cudaSuccess);
+    return d;
+}
+
+static void host_copy(void *h, const void *d, size_t bytes) {
+    assert_int_equal(cudaMemcpy(h, d, bytes, cudaMemcpyDeviceToHost), cudaSuccess);
+}
+
+static void test_knn_kernels(void **state) {
+    (void)state;
+    const lp_tsne_kernels *gk = lp_tsne_kernels_cuda(), *ck = lp_tsne_kernels_cpu();
+    assert_non_null(gk);
+    const int64_t n = 700, d = 33;
+    const int k = 12;
+    tu_rng r = {5};
+    float *x = malloc(n * d * sizeof(float)), *nc = malloc(n * sizeof(float)), *ng = malloc(n * sizeof(float));
+    for (int64_t a = 0; a < n * d; a++) x[a] = tu_normal(&r);
+    float *dx = dev_copy(x, n * d * sizeof(float)), *dn = dev_copy(NULL, n * sizeof(float));
+    assert_int_equal(gk->row_norms(dx, n, d, dn), LP_OK);
+    host_copy(ng, dn, n * sizeof(float));
+    ck->row_norms(x, n, d, nc);
+    assert_int_equal(tu_report_mismatch("row_norms", ng, nc, n, 1e-5, 1e-5, 5), 0);
+    /* One tile of all rows x all columns, dot products from the host. */
+    float *dot = malloc(n * n * sizeof(float));
+    for (int64_t i = 0; i < n; i++)
+        for (int64_t j = 0; j < n; j++) {
+            double s = 0;
+            for (int64_t t = 0; t < d; t++) s += (double)x[i * d + t] * x[j * d + t];
+            dot[i * n + j] = (float)s;
+        }
+    float *bd = malloc(n * k * sizeof(float)), *gd = malloc(n * k * sizeof(float));
+    int32_t *bi = malloc(n * k * sizeof(int32_t)), *gi = malloc(n * k * sizeof(int32_t));
+    for (int64_t a = 0; a < n * k; a++) bd[a] = INFINITY, bi[a] = -1;
+    float *ddot = dev_copy(dot, n * n * sizeof(float)), *dbd = dev_copy(bd, n * k * sizeof(float));
+    int32_t *dbi = dev_copy(bi, n * k * sizeof(int32_t));
+    assert_int_equal(gk->topk_tile(ddot, n, n, 0, 0, dn, k, dbd, dbi), LP_OK);
+    assert_int_equal(gk->topk_finish(dx, n, d, k, dbd, dbi), LP_OK);
+    host_copy(gd, dbd, n * k * sizeof(float));
+    host_copy(gi, dbi, n * k * sizeof(int32_t));
+    ck->topk_tile(dot, n, n, 0, 0, nc, k, bd, bi);
+    ck->topk_finish(x, n, d, k, bd, bi);
+    assert_int_equal(tu_report_mismatch("knn distances", gd, bd, n * k, 1e-5, 1e-5, 5), 0);
+    assert_memory_equal(gi, bi, n * k * sizeof(int32_t));
+    /* Perplexity on those neighbours. */
+    float *pc = malloc(n * k * sizeof(float)), *pg = malloc(n * k * sizeof(float));
+    float *dp = dev_copy(NULL, n * k * sizeof(float));
+    assert_int_equal(gk->perplexity(dbd, n, k, 4.0, dp), LP_OK);
+    host_copy(pg, dp, n * k * sizeof(float));
+    ck->perplexity(bd, n, k, 4.0, pc);
+    assert_int_equal(tu_report_mismatch("perplexity", pg, pc, n * k, 1e-7, 1e-5, 5), 0);
+    cudaFree(dx), cudaFree(dn), cudaFree(ddot), cudaFree(dbd), cudaFree(dbi), cudaFree(dp);
+    free(x), free(nc), free(ng), free(dot), free(bd), free(gd), free(bi), free(gi), free(pc), free(pg);
+}
+
+static void test_gradient_kernels(void **state) {
+    (void)state;
+    const lp_tsne_kernels *gk = lp_tsne_kernels_cuda(), *ck = lp_tsne_kernels_cpu();
+    const int64_t n = 3000;
+    for (int dims = 2; dims <= 3; dims++) {
+        tu_rng r = {7 + dims};
+        float *y = malloc(n * dims * sizeof(float));
+        for (int64_t a = 0; a < n * dims; a++) y[a] = 10 * tu_normal(&r);
+        const int k = 9;
+        int32_t *idx = malloc(n * k * sizeof(int32_t));
+        float *cp = malloc(n * k * sizeof(float));
+        for (int64_t i = 0; i < n; i++)
+            for (int a = 0; a < k; a++) {
+                idx[i * k + a] = (int32_t)((i + 1 + a * 37) % n);
+                cp[i * k + a] = tu_uniform(&r, 0.01f, 1);
+            }
+        lp_tsne_csr p;
+        assert_int_equal(lp_tsne_symmetrize(n, k, idx, cp, &p), LP_OK);
+        int64_t *drp = dev_copy(p.rowptr, (n + 1) * sizeof(int64_t));
+        int32_t *dcol = dev_copy(p.col, p.nnz * sizeof(int32_t));
+        float *dval = dev_copy(p.val, p.nnz * sizeof(float)), *dy = dev_copy(y, n * dims * sizeof(float));
+        float *dattr = dev_copy(NULL, n * dims * sizeof(float)), *drep = dev_copy(NULL, n * dims * sizeof(float));
+        float *ac = malloc(n * dims * sizeof(float)), *ag = malloc(n * dims * sizeof(float));
+        double plc, plg, zg;
+        assert_int_equal(gk->attraction(n, dims, drp, dcol, dval, dy, dattr, &plg), LP_OK);
+        host_copy(ag, dattr, n * dims * sizeof(float));
+        ck->attraction(n, dims, p.rowptr, p.col, p.val, y, ac, &plc);
+        assert_int_equal(tu_report_mismatch("attraction", ag, ac, n * dims, 1e-9, 1e-5, 5), 0);
+        assert_true(fabs(plg - plc) <= 1e-9 * fabs(plc));
+        /* The CUDA repulsion is exact: compare with the exact CPU sum. */
+        double *rex = malloc(n * dims * sizeof(double)), zex;
+        float *rg = malloc(n * dims * sizeof(float));
+        assert_int_equal(gk->repulsion(n, dims, 0.5, dy, drep, &zg), LP_OK);
+        host_copy(rg, drep, n * dims * sizeof(float));
+        _lp_cpu_tsne_repulsion_exact(n, dims, y, rex, &zex);
+        double rel = tu_rel_l2_d(rg, rex, n * dims);
+        printf("CUDA %dD: repulsion rel L2 %.3g, Z rel %.3g\n", dims, rel, fabs(zg - zex) / zex);
+        assert_true(rel < 1e-5);
+        assert_true(fabs(zg - zex) <= 1e-9 * zex);
+        /* Two optimizer steps and centring. */
+        float *upd = calloc(n * dims, sizeof(float)), *gains = malloc(n * dims * sizeof(float));
+        for (int64_t a = 0; a < n * dims; a++) gains[a] = 1;
+        float *dupd = dev_copy(upd, n * dims * sizeof(float)), *dg = dev_copy(gains, n * dims * sizeof(float));
+        for (int s = 0; s < 2; s++) {
+            assert_int_equal(gk->update(n * dims, 12, (float)(1 / zex), 250, 0.5f, dattr, drep, dy, dupd, dg), LP_OK);
+            ck->update(n * dims, 12, (float)(1 / zex), 250, 0.5f, ag, rg, y, upd, gains);
+        }
+        assert_int_equal(gk->center(n, dims, dy), LP_OK);
+        ck->center(n, dims, y);
+        float *yg = malloc(n * dims * sizeof(float));
+        host_copy(yg, dy, n * dims * sizeof(float));
+        assert_int_equal(tu_report_mismatch("update + center", yg, y, n * dims, 1e-4, 1e-5, 5), 0);
+        lp_tsne_csr_free(&p);
+        cudaFree(drp), cudaFree(dcol), cudaFree(dval), cudaFree(dy), cudaFree(dattr), cudaFree(drep), cudaFree(dupd),
+            cudaFree(dg);
+        free(y), free(idx), free(cp), free(ac), free(ag), free(rex), free(rg), free(upd), free(gains), free(yg);
+    }
+}
+#endif
+
+int main(void) {
+#ifndef LOUPE_HAVE_CUDA
+    printf("SKIPPED: built without CUDA (configure with -DLOUPE_CUDA=ON on a machine with nvcc)\n");
+    return 0;
+#else
+    if (lp_cuda_device_count() <= 0) {
+        printf("SKIPPED: no CUDA device on this machine\n");
+        return 0;
+    }
+    const struct CMUnitTest tests[] = {cmocka_unit_test(test_knn_kernels), cmocka_unit_test(test_gradient_kernels)};
+    return cmocka_run_group_tests(tests, NULL, NULL);
+#endif
+}
