@@ -59,8 +59,10 @@ static int write_value(const lp_tensor *t, const char *name, int idx, int scale,
     if (lp_channel_grid(host + (t->ndim >= 2 ? (size_t)idx * per : 0), c, h, w, s, cm, &img) != LP_OK ||
         lp_image_save_png(png, &img) != LP_OK)
         rc = cli_lib_fail();
-    else
-        printf("%-40s %-18s -> %s\n", name, "", png);
+    else {
+        char sb[96];
+        printf("%s (%s) -> %s\n", name, lp_shape_str(t->ndim, t->shape, sb, sizeof sb), png);
+    }
     lp_image_free(&img);
     free(host);
     if (!rc && npy && lp_npy_save(npy, t) != LP_OK) rc = cli_lib_fail();

@@ -1,6 +1,7 @@
 // tsne_knn.cu — CUDA kernels of t-SNE's exact kNN: row norms, and the merge of a
 // cuBLAS dot-product tile into per-row max-heaps of the k nearest (one thread per
-// row; ties to the lower index, as the CPU twin in engine/tsne/tsne_knn.c), then the
+// row, or per column for the mirrored tile; ties to the lower index, as the CPU twin
+// in engine/tsne/tsne_knn.c), then the
 // exact recomputation and ascending sort. Launchers (C linkage) return a cudaError_t.
 #include <cuda_runtime.h>
 #include <stdint.h>
@@ -53,6 +54,28 @@ __global__ void tsne_topk_tile_kernel(const float *dot, int64_t rows, int64_t co
     }
 }
 
+// The tile seen from its columns (the mirrored tile below the diagonal).
+__global__ void tsne_topk_tile_cols_kernel(const float *dot, int64_t rows, int64_t cols, int64_t r0, int64_t c0,
+                                           const float *norms, int k, float *best_d, int32_t *best_i) {
+    int64_t c = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
+    if (c >= cols) return;
+    int64_t j = c0 + c;
+    float *hd = best_d + j * k;
+    int32_t *hi = best_i + j * k;
+    float nj = norms[j];
+    for (int64_t r = 0; r < rows; r++) {
+        int64_t i = r0 + r;
+        if (i == j) continue;
+        float dd = norms[i] + nj - 2.0f * dot[r * cols + c];
+        if (dd < 0) dd = 0;
+        if (dd < hd[0] || (dd == hd[0] && i < hi[0])) {
+            hd[0] = dd;
+            hi[0] = (int32_t)i;
+            heap_sift_down(hd, hi, k, 0);
+        }
+    }
+}
+
 __global__ void tsne_topk_finish_kernel(const float *x, int64_t n, int64_t d, int k, float *best_d, int32_t *best_i) {
     int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
     if (i >= n) return;
@@ -92,6 +115,13 @@ extern "C" int lp_cuda_tsne_row_norms(const float *x, int64_t n, int64_t d, floa
 extern "C" int lp_cuda_tsne_topk_tile(const float *dot, int64_t rows, int64_t cols, int64_t r0, int64_t c0,
                                       const float *norms, int k, float *best_d, int32_t *best_i) {
     tsne_topk_tile_kernel<<<(unsigned)((rows + 127) / 128), 128>>>(dot, rows, cols, r0, c0, norms, k, best_d, best_i);
+    return (int)cudaGetLastError();
+}
+
+extern "C" int lp_cuda_tsne_topk_tile_cols(const float *dot, int64_t rows, int64_t cols, int64_t r0, int64_t c0,
+                                           const float *norms, int k, float *best_d, int32_t *best_i) {
+    tsne_topk_tile_cols_kernel<<<(unsigned)((cols + 127) / 128), 128>>>(dot, rows, cols, r0, c0, norms, k, best_d,
+                                                                        best_i);
     return (int)cudaGetLastError();
 }
 

@@ -8,6 +8,8 @@
 int lp_cuda_tsne_row_norms(const float *x, int64_t n, int64_t d, float *out);
 int lp_cuda_tsne_topk_tile(const float *dot, int64_t rows, int64_t cols, int64_t r0, int64_t c0, const float *norms,
                            int k, float *best_d, int32_t *best_i);
+int lp_cuda_tsne_topk_tile_cols(const float *dot, int64_t rows, int64_t cols, int64_t r0, int64_t c0,
+                                const float *norms, int k, float *best_d, int32_t *best_i);
 int lp_cuda_tsne_topk_finish(const float *x, int64_t n, int64_t d, int k, float *best_d, int32_t *best_i);
 int lp_cuda_tsne_perplexity(const float *d2, int64_t n, int k, double perplexity, float *p);
 int lp_cuda_tsne_attraction(int64_t n, int dims, const int64_t *rowptr, const int32_t *col, const float *val,
@@ -28,6 +30,10 @@ static lp_status row_norms(const float *x, int64_t n, int64_t d, float *out) {
 static lp_status topk_tile(const float *dot, int64_t rows, int64_t cols, int64_t r0, int64_t c0, const float *norms,
                            int k, float *best_d, int32_t *best_i) {
     return check(lp_cuda_tsne_topk_tile(dot, rows, cols, r0, c0, norms, k, best_d, best_i), "topk_tile");
+}
+static lp_status topk_tile_cols(const float *dot, int64_t rows, int64_t cols, int64_t r0, int64_t c0,
+                                const float *norms, int k, float *best_d, int32_t *best_i) {
+    return check(lp_cuda_tsne_topk_tile_cols(dot, rows, cols, r0, c0, norms, k, best_d, best_i), "topk_tile_cols");
 }
 static lp_status topk_finish(const float *x, int64_t n, int64_t d, int k, float *best_d, int32_t *best_i) {
     return check(lp_cuda_tsne_topk_finish(x, n, d, k, best_d, best_i), "topk_finish");
@@ -54,6 +60,7 @@ static const lp_tsne_kernels cuda_kernels = {
     .device = LP_DEVICE_CUDA,
     .row_norms = row_norms,
     .topk_tile = topk_tile,
+    .topk_tile_cols = topk_tile_cols,
     .topk_finish = topk_finish,
     .perplexity = perplexity,
     .attraction = attraction,

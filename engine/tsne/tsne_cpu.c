@@ -76,6 +76,7 @@ static const lp_tsne_kernels cpu_kernels = {
     .device = LP_DEVICE_CPU,
     .row_norms = cpu_row_norms,
     .topk_tile = _lp_cpu_tsne_topk_tile,
+    .topk_tile_cols = _lp_cpu_tsne_topk_tile_cols,
     .topk_finish = _lp_cpu_tsne_topk_finish,
     .perplexity = _lp_cpu_tsne_perplexity,
     .attraction = _lp_cpu_tsne_attraction,

@@ -20,6 +20,10 @@ typedef struct lp_tsne_kernels {
      * start as +inf/-1). The point itself is never its own neighbour. */
     lp_status (*topk_tile)(const float *dot, int64_t rows, int64_t cols, int64_t r0, int64_t c0,
                            const float *norms, int k, float *best_d, int32_t *best_i);
+    /* The same tile seen from its columns: merge dot[r*cols+c] into the heap of
+     * point c0+c (the tiles below the diagonal are never computed). */
+    lp_status (*topk_tile_cols)(const float *dot, int64_t rows, int64_t cols, int64_t r0, int64_t c0,
+                                const float *norms, int k, float *best_d, int32_t *best_i);
     /* Sort each row's heap ascending and recompute the k squared distances exactly
      * (in double) from x, so cancellation in |a|^2+|b|^2-2ab does not reach P. */
     lp_status (*topk_finish)(const float *x, int64_t n, int64_t d, int k, float *best_d, int32_t *best_i);
@@ -66,6 +70,8 @@ lp_status _lp_cpu_tsne_repulsion_bh(int64_t n, int dims, double theta, const flo
                                     double *sum_q);
 lp_status _lp_cpu_tsne_topk_tile(const float *dot, int64_t rows, int64_t cols, int64_t r0, int64_t c0,
                                  const float *norms, int k, float *best_d, int32_t *best_i);
+lp_status _lp_cpu_tsne_topk_tile_cols(const float *dot, int64_t rows, int64_t cols, int64_t r0, int64_t c0,
+                                      const float *norms, int k, float *best_d, int32_t *best_i);
 lp_status _lp_cpu_tsne_topk_finish(const float *x, int64_t n, int64_t d, int k, float *best_d, int32_t *best_i);
 /* Exact O(N^2) repulsion (reference for tests, and Z for the final KL). */
 void _lp_cpu_tsne_repulsion_exact(int64_t n, int dims, const float *y, double *rep, double *sum_q);

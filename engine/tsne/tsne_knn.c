@@ -8,9 +8,9 @@
 #include <stdlib.h>
 #include <string.h>
 
-/* Tile sizes: a ROWS x COLS float tile is 8 MiB, small enough for any device. */
-#define KNN_ROWS 1024
-#define KNN_COLS 2048
+/* Square tiles (9 MiB of floats). Distances are symmetric: only tiles on or above
+ * the diagonal are computed, each merged into its rows' heaps and its columns'. */
+#define KNN_TILE 1536
 
 lp_status _lp_tsne_knn(const lp_tsne_kernels *tk, const lp_backend *be, const float *x, int64_t n, int64_t d,
                        int k, int32_t *idx, float *d2) {
@@ -18,7 +18,7 @@ lp_status _lp_tsne_knn(const lp_tsne_kernels *tk, const lp_backend *be, const fl
     if (d > INT32_MAX) return lp_fail(LP_ERR_SHAPE, "t-SNE: %lld features per row is too many", (long long)d);
     float *norms = NULL, *tile = NULL;
     lp_status s = be->alloc((size_t)n * sizeof(float), (void **)&norms);
-    if (s == LP_OK) s = be->alloc((size_t)KNN_ROWS * KNN_COLS * sizeof(float), (void **)&tile);
+    if (s == LP_OK) s = be->alloc((size_t)KNN_TILE * KNN_TILE * sizeof(float), (void **)&tile);
     if (s == LP_OK) s = tk->row_norms(x, n, d, norms);
     /* Heaps start empty: +inf distances, index -1. */
     if (s == LP_OK) {
@@ -33,13 +33,14 @@ lp_status _lp_tsne_knn(const lp_tsne_kernels *tk, const lp_backend *be, const fl
         free(init);
         free(initi);
     }
-    for (int64_t r0 = 0; s == LP_OK && r0 < n; r0 += KNN_ROWS) {
-        int64_t rows = n - r0 < KNN_ROWS ? n - r0 : KNN_ROWS;
-        for (int64_t c0 = 0; s == LP_OK && c0 < n; c0 += KNN_COLS) {
-            int64_t cols = n - c0 < KNN_COLS ? n - c0 : KNN_COLS;
+    for (int64_t r0 = 0; s == LP_OK && r0 < n; r0 += KNN_TILE) {
+        int64_t rows = n - r0 < KNN_TILE ? n - r0 : KNN_TILE;
+        for (int64_t c0 = r0; s == LP_OK && c0 < n; c0 += KNN_TILE) {
+            int64_t cols = n - c0 < KNN_TILE ? n - c0 : KNN_TILE;
             s = be->gemm(0, 1, (int)rows, (int)cols, (int)d, 1.0f, x + r0 * d, (int)d, x + c0 * d, (int)d, 0.0f, tile,
                          (int)cols);
             if (s == LP_OK) s = tk->topk_tile(tile, rows, cols, r0, c0, norms, k, d2, idx);
+            if (s == LP_OK && c0 != r0) s = tk->topk_tile_cols(tile, rows, cols, r0, c0, norms, k, d2, idx);
         }
     }
     if (s == LP_OK) s = tk->topk_finish(x, n, d, k, d2, idx);
@@ -82,6 +83,29 @@ lp_status _lp_cpu_tsne_topk_tile(const float *dot, int64_t rows, int64_t cols, i
             if (dd < hd[0] || (dd == hd[0] && j < hi[0])) {
                 hd[0] = dd;
                 hi[0] = (int32_t)j;
+                heap_sift_down(hd, hi, k, 0);
+            }
+        }
+    }
+    return LP_OK;
+}
+
+lp_status _lp_cpu_tsne_topk_tile_cols(const float *dot, int64_t rows, int64_t cols, int64_t r0, int64_t c0,
+                                      const float *norms, int k, float *best_d, int32_t *best_i) {
+#pragma omp parallel for schedule(static)
+    for (int64_t c = 0; c < cols; c++) {
+        int64_t j = c0 + c;
+        float *hd = best_d + j * k;
+        int32_t *hi = best_i + j * k;
+        float nj = norms[j];
+        for (int64_t r = 0; r < rows; r++) {
+            int64_t i = r0 + r;
+            if (i == j) continue;
+            float dd = norms[i] + nj - 2.0f * dot[r * cols + c];
+            if (dd < 0) dd = 0;
+            if (dd < hd[0] || (dd == hd[0] && i < hi[0])) {
+                hd[0] = dd;
+                hi[0] = (int32_t)i;
                 heap_sift_down(hd, hi, k, 0);
             }
         }

@@ -188,8 +188,8 @@ static int cmp_double(const void *a, const void *b) {
 
 static void test_knn_brute(void **state) {
     (void)state;
-    /* Sizes that leave partial tiles on both sides (1024 x 2048 tiles). */
-    const int64_t n = 2100, d = 37;
+    /* Three 1536-point tiles, the last partial: diagonal, row and column merges. */
+    const int64_t n = 3300, d = 37;
     const int k = 15;
     tu_rng r = {3};
     float *x = malloc((size_t)n * d * sizeof(float));

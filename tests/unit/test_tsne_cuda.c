@@ -64,6 +64,40 @@ static void test_knn_kernels(void **state) {
     ck->topk_finish(x, n, d, k, bd, bi);
     assert_int_equal(tu_report_mismatch("knn distances", gd, bd, n * k, 1e-5, 1e-5, 5), 0);
     assert_memory_equal(gi, bi, n * k * sizeof(int32_t));
+    /* The symmetric tiling: two diagonal half tiles and one off-diagonal tile merged
+     * into rows and columns, on both devices; the result must equal the full tile's. */
+    {
+        const int64_t h = n / 2;
+        float *sub = malloc(h * h * sizeof(float)), *sd = malloc(n * k * sizeof(float));
+        int32_t *si = malloc(n * k * sizeof(int32_t));
+        float *gsd = malloc(n * k * sizeof(float));
+        int32_t *gsi = malloc(n * k * sizeof(int32_t));
+        for (int64_t a = 0; a < n * k; a++) sd[a] = INFINITY, si[a] = -1;
+        float *dsub = dev_copy(NULL, h * h * sizeof(float)), *dsd = dev_copy(sd, n * k * sizeof(float));
+        int32_t *dsi = dev_copy(si, n * k * sizeof(int32_t));
+        const int64_t blocks[3][2] = {{0, 0}, {h, h}, {0, h}};
+        for (int b = 0; b < 3; b++) {
+            int64_t r0 = blocks[b][0], c0 = blocks[b][1];
+            for (int64_t r = 0; r < h; r++)
+                for (int64_t c = 0; c < h; c++) sub[r * h + c] = dot[(r0 + r) * n + c0 + c];
+            assert_int_equal(cudaMemcpy(dsub, sub, h * h * sizeof(float), cudaMemcpyHostToDevice), cudaSuccess);
+            assert_int_equal(gk->topk_tile(dsub, h, h, r0, c0, dn, k, dsd, dsi), LP_OK);
+            ck->topk_tile(sub, h, h, r0, c0, nc, k, sd, si);
+            if (r0 != c0) {
+                assert_int_equal(gk->topk_tile_cols(dsub, h, h, r0, c0, dn, k, dsd, dsi), LP_OK);
+                ck->topk_tile_cols(sub, h, h, r0, c0, nc, k, sd, si);
+            }
+        }
+        assert_int_equal(gk->topk_finish(dx, n, d, k, dsd, dsi), LP_OK);
+        ck->topk_finish(x, n, d, k, sd, si);
+        host_copy(gsd, dsd, n * k * sizeof(float));
+        host_copy(gsi, dsi, n * k * sizeof(int32_t));
+        assert_memory_equal(si, bi, n * k * sizeof(int32_t));
+        assert_memory_equal(gsi, bi, n * k * sizeof(int32_t));
+        assert_int_equal(tu_report_mismatch("tiled knn distances", gsd, sd, n * k, 1e-5, 1e-5, 5), 0);
+        cudaFree(dsub), cudaFree(dsd), cudaFree(dsi);
+        free(sub), free(sd), free(si), free(gsd), free(gsi);
+    }
     /* Perplexity on those neighbours. */
     float *pc = malloc(n * k * sizeof(float)), *pg = malloc(n * k * sizeof(float));
     float *dp = dev_copy(NULL, n * k * sizeof(float));
