@@ -13,7 +13,8 @@ struct lp_run {
     const lp_backend *be;
     lp_tensor **val;   /* per value: its tensor after forward */
     char *owned;       /* val[v] belongs to the run (else it is the model's constant) */
-    lp_tensor **grad;  /* per value: gradient after backward, or NULL */
+    lp_tensor **grad;  /* per value: gradient buffer (kept across backward passes) */
+    char *grad_live;   /* grad[v] holds this backward's gradient */
     lp_shape *shapes;  /* per value: this run's shapes */
     char *capture;     /* values the caller asked for */
     int capture_all;
@@ -42,9 +43,10 @@ lp_status lp_run_new(lp_model *m, lp_device dev, lp_run **out) {
     r->val = lp_calloc(nv, sizeof *r->val);
     r->owned = lp_calloc(nv, 1);
     r->grad = lp_calloc(nv, sizeof *r->grad);
+    r->grad_live = lp_calloc(nv, 1);
     r->shapes = lp_calloc(nv, sizeof *r->shapes);
     r->capture = lp_calloc(nv, 1);
-    if (!r->val || !r->owned || !r->grad || !r->shapes || !r->capture) {
+    if (!r->val || !r->owned || !r->grad || !r->grad_live || !r->shapes || !r->capture) {
         lp_run_free(r);
         return LP_ERR_OOM;
     }
@@ -61,6 +63,7 @@ void lp_run_free(lp_run *r) {
     free(r->val);
     free(r->owned);
     free(r->grad);
+    free(r->grad_live);
     free(r->shapes);
     free(r->capture);
     free(r);
@@ -178,18 +181,22 @@ const lp_tensor *lp_run_output(const lp_run *r) {
 
 const lp_tensor *lp_run_grad(const lp_run *r, const char *name) {
     int id = lp_model_find_value(r->m, name);
-    return id < 0 ? NULL : r->grad[id];
+    return id < 0 || !r->grad_live[id] ? NULL : r->grad[id];
 }
 
+/* A zeroed gradient buffer for value v, reusing last pass's when the shape fits. */
 static lp_status ensure_grad(lp_run *r, int v) {
     lp_tensor *g = r->grad[v];
+    r->grad_live[v] = 1;
     if (g) {
         lp_shape gs = lp_tensor_shape(g);
         if (lp_shape_eq(&gs, &r->shapes[v])) return r->be->zero(g->data, g->nbytes);
         lp_tensor_free(g);
         r->grad[v] = NULL;
     }
-    return lp_tensor_new_shape(&r->grad[v], r->dev, LP_F32, &r->shapes[v]);
+    lp_status s = lp_tensor_new_shape(&r->grad[v], r->dev, LP_F32, &r->shapes[v]);
+    if (s != LP_OK) r->grad_live[v] = 0;
+    return s;
 }
 
 lp_status lp_run_backward(lp_run *r, const lp_backward_opts *opts) {
@@ -218,10 +225,7 @@ lp_status lp_run_backward(lp_run *r, const lp_backward_opts *opts) {
         for (int k = 0; k < n->n_out; k++) req[n->out[k]] = any && m->values[n->out[k]].dtype == LP_F32;
     }
     lp_status s = LP_OK;
-    for (size_t v = 0; v < nv; v++) { /* stale gradients from an earlier backward would mislead */
-        lp_tensor_free(r->grad[v]);
-        r->grad[v] = NULL;
-    }
+    memset(r->grad_live, 0, nv); /* gradients of an earlier backward would mislead */
     s = ensure_grad(r, of);
     if (s != LP_OK) goto out;
     lp_tensor *g = r->grad[of];
@@ -251,7 +255,7 @@ lp_status lp_run_backward(lp_run *r, const lp_backward_opts *opts) {
         lp_tensor *in[LP_MAX_IO], *out[LP_MAX_IO], *dout[LP_MAX_IO], *din[LP_MAX_IO];
         int live = 0;
         for (int k = 0; k < n->n_out; k++) {
-            dout[k] = r->grad[n->out[k]];
+            dout[k] = r->grad_live[n->out[k]] ? r->grad[n->out[k]] : NULL;
             out[k] = r->val[n->out[k]];
             live |= dout[k] != NULL;
         }
@@ -262,7 +266,7 @@ lp_status lp_run_backward(lp_run *r, const lp_backward_opts *opts) {
             in[k] = v >= 0 ? r->val[v] : NULL;
             din[k] = NULL;
             if (v < 0 || !req[v]) continue;
-            if (!r->grad[v]) {
+            if (!r->grad_live[v]) {
                 s = ensure_grad(r, v);
                 if (s != LP_OK) goto out;
             }
