@@ -134,7 +134,7 @@ void lp_model_mark_output(lp_model *m, const char *name) {
 
 /* ---- attributes ---------------------------------------------------------------- */
 
-static void attr_clear(lp_attr *a) {
+void lp_attr_clear(lp_attr *a) {
     free(a->name);
     free(a->s);
     lp_tensor_free(a->t);
@@ -148,7 +148,7 @@ static void attr_clear(lp_attr *a) {
 lp_attr *lp_node_add_attr(lp_node *n, const char *name, lp_attr_type type) {
     for (int i = 0; i < n->n_attr; i++)
         if (!strcmp(n->attr[i].name, name)) {
-            attr_clear(&n->attr[i]);
+            lp_attr_clear(&n->attr[i]);
             n->attr[i].name = lp_strdup(name);
             n->attr[i].type = type;
             return n->attr[i].name ? &n->attr[i] : NULL;
@@ -250,12 +250,12 @@ const char *lp_node_ctx(const lp_model *m, const lp_node *n, char *buf, size_t l
 
 /* ---- freeing ----------------------------------------------------------------------- */
 
-static void node_clear(lp_node *n) {
+void lp_node_clear(lp_node *n) {
     free(n->name);
     free(n->op_type);
     free(n->in);
     free(n->out);
-    for (int i = 0; i < n->n_attr; i++) attr_clear(&n->attr[i]);
+    for (int i = 0; i < n->n_attr; i++) lp_attr_clear(&n->attr[i]);
     free(n->attr);
     free(n->params);
     memset(n, 0, sizeof *n);
@@ -263,7 +263,7 @@ static void node_clear(lp_node *n) {
 
 void lp_model_free(lp_model *m) {
     if (!m) return;
-    for (int i = 0; i < m->n_nodes; i++) node_clear(&m->nodes[i]);
+    for (int i = 0; i < m->n_nodes; i++) lp_node_clear(&m->nodes[i]);
     for (int i = 0; i < m->n_values; i++) {
         free(m->values[i].name);
         lp_tensor_free(m->values[i].init);
@@ -398,7 +398,7 @@ void lp_model_prune(lp_model *m) {
             for (int k = 0; k < m->nodes[i].n_out; k++) used[m->nodes[i].out[k]] = 1;
             m->nodes[nn++] = m->nodes[i];
         } else {
-            node_clear(&m->nodes[i]);
+            lp_node_clear(&m->nodes[i]);
         }
     }
     m->n_nodes = nn;

@@ -121,6 +121,9 @@ void lp_node_set_ints(lp_node *n, const char *name, int cnt, const int64_t *v);
 void lp_node_set_floats(lp_node *n, const char *name, int cnt, const float *v);
 void lp_node_set_string(lp_node *n, const char *name, const char *v);
 
+/* Free what a node or attribute holds and zero it (the struct itself stays). */
+void lp_node_clear(lp_node *n);
+void lp_attr_clear(lp_attr *a);
 const lp_attr *lp_node_attr(const lp_node *n, const char *name);
 int64_t lp_attr_int(const lp_node *n, const char *name, int64_t dflt);
 float lp_attr_float(const lp_node *n, const char *name, float dflt);

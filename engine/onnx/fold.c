@@ -12,31 +12,11 @@
 /* Folding materialises tensors; a constant bigger than this stays a node. */
 #define FOLD_MAX_NUMEL ((int64_t)1 << 24)
 
-static void node_release(lp_node *n) {
-    free(n->name);
-    free(n->op_type);
-    free(n->in);
-    free(n->out);
-    for (int i = 0; i < n->n_attr; i++) {
-        lp_attr *a = &n->attr[i];
-        free(a->name);
-        free(a->s);
-        lp_tensor_free(a->t);
-        free(a->floats);
-        free(a->ints);
-        for (int k = 0; a->strings && k < a->n; k++) free(a->strings[k]);
-        free(a->strings);
-    }
-    free(n->attr);
-    free(n->params);
-    memset(n, 0, sizeof *n);
-}
-
 /* Drop nodes flagged in `dead`, keeping order. */
 static void remove_nodes(lp_model *m, const char *dead) {
     int k = 0;
     for (int i = 0; i < m->n_nodes; i++) {
-        if (dead[i]) node_release(&m->nodes[i]);
+        if (dead[i]) lp_node_clear(&m->nodes[i]);
         else m->nodes[k++] = m->nodes[i];
     }
     m->n_nodes = k;
