@@ -55,6 +55,44 @@ static int conv_chunk(const lp_conv_desc *d, int64_t crow) {
     return nb < 1 ? 1 : (int)nb;
 }
 
+/* One tap (i, j) of one input plane for output rows [oy0, oy1): dst holds
+ * (oy1 - oy0) * ow values, 0 where the tap falls in the padding. */
+static void im2col_tap(const lp_conv_desc *d, const float *src, int i, int j, int oy0, int oy1, float *dst) {
+    int offx = j * d->dw - d->pw0, lo, hi;
+    tap_range(offx, d->sw, d->w, d->ow, &lo, &hi);
+    for (int oy = oy0; oy < oy1; oy++) {
+        int iy = oy * d->sh - d->ph0 + i * d->dh;
+        float *drow = dst + (int64_t)(oy - oy0) * d->ow;
+        if (iy < 0 || iy >= d->h) {
+            memset(drow, 0, sizeof(float) * d->ow);
+            continue;
+        }
+        const float *srow = src + (int64_t)iy * d->w + offx;
+        for (int ox = 0; ox < lo; ox++) drow[ox] = 0.f;
+        if (d->sw == 1)
+            memcpy(drow + lo, srow + lo, sizeof(float) * (hi - lo));
+        else
+            for (int ox = lo; ox < hi; ox++) drow[ox] = srow[(int64_t)ox * d->sw];
+        for (int ox = hi; ox < d->ow; ox++) drow[ox] = 0.f;
+    }
+}
+
+/* The adjoint of im2col_tap: the input plane dst += the tap's columns src. */
+static void col2im_tap_add(const lp_conv_desc *d, const float *src, int i, int j, int oy0, int oy1, float *dst) {
+    int offx = j * d->dw - d->pw0, lo, hi;
+    tap_range(offx, d->sw, d->w, d->ow, &lo, &hi);
+    for (int oy = oy0; oy < oy1; oy++) {
+        int iy = oy * d->sh - d->ph0 + i * d->dh;
+        if (iy < 0 || iy >= d->h) continue;
+        float *drow = dst + (int64_t)iy * d->w + offx;
+        const float *srow = src + (int64_t)(oy - oy0) * d->ow;
+        if (d->sw == 1)
+            for (int ox = lo; ox < hi; ox++) drow[ox] += srow[ox];
+        else
+            for (int ox = lo; ox < hi; ox++) drow[(int64_t)ox * d->sw] += srow[ox];
+    }
+}
+
 /* col[(ci*kh + i)*kw + j][img*ohw + p] = x[n0+img, g*cg + ci] at tap (i, j) of output p (0 in padding). */
 static void im2col(const lp_conv_desc *d, const float *x, int n0, int nb, int g, float *col) {
     const int cg = d->c / d->groups, kk = d->kh * d->kw;
@@ -65,24 +103,7 @@ static void im2col(const lp_conv_desc *d, const float *x, int n0, int nb, int g,
         for (int img = 0; img < nb; img++) {
             int ci = r / kk, i = (r % kk) / d->kw, j = r % d->kw;
             const float *src = x + ((int64_t)(n0 + img) * d->c + (int64_t)g * cg + ci) * hw;
-            float *dst = col + r * ld + img * ohw;
-            int offx = j * d->dw - d->pw0, lo, hi;
-            tap_range(offx, d->sw, d->w, d->ow, &lo, &hi);
-            for (int oy = 0; oy < d->oh; oy++) {
-                int iy = oy * d->sh - d->ph0 + i * d->dh;
-                float *drow = dst + (int64_t)oy * d->ow;
-                if (iy < 0 || iy >= d->h) {
-                    memset(drow, 0, sizeof(float) * d->ow);
-                    continue;
-                }
-                const float *srow = src + (int64_t)iy * d->w + offx;
-                for (int ox = 0; ox < lo; ox++) drow[ox] = 0.f;
-                if (d->sw == 1)
-                    memcpy(drow + lo, srow + lo, sizeof(float) * (hi - lo));
-                else
-                    for (int ox = lo; ox < hi; ox++) drow[ox] = srow[(int64_t)ox * d->sw];
-                for (int ox = hi; ox < d->ow; ox++) drow[ox] = 0.f;
-            }
+            im2col_tap(d, src, i, j, 0, d->oh, col + r * ld + img * ohw);
         }
     }
 }
@@ -94,23 +115,7 @@ static void im2col_rows(const lp_conv_desc *d, const float *x, int n, int g, int
     for (int r = 0; r < rows; r++) {
         int ci = r / kk, i = (r % kk) / d->kw, j = r % d->kw;
         const float *src = x + ((int64_t)n * d->c + (int64_t)g * cg + ci) * hw;
-        int offx = j * d->dw - d->pw0, lo, hi;
-        tap_range(offx, d->sw, d->w, d->ow, &lo, &hi);
-        for (int oy = oy0; oy < oy1; oy++) {
-            int iy = oy * d->sh - d->ph0 + i * d->dh;
-            float *drow = col + r * ld + (int64_t)(oy - oy0) * d->ow;
-            if (iy < 0 || iy >= d->h) {
-                memset(drow, 0, sizeof(float) * d->ow);
-                continue;
-            }
-            const float *srow = src + (int64_t)iy * d->w + offx;
-            for (int ox = 0; ox < lo; ox++) drow[ox] = 0.f;
-            if (d->sw == 1)
-                memcpy(drow + lo, srow + lo, sizeof(float) * (hi - lo));
-            else
-                for (int ox = lo; ox < hi; ox++) drow[ox] = srow[(int64_t)ox * d->sw];
-            for (int ox = hi; ox < d->ow; ox++) drow[ox] = 0.f;
-        }
+        im2col_tap(d, src, i, j, oy0, oy1, col + r * ld);
     }
 }
 
@@ -120,23 +125,9 @@ static void col2im_rows_add(const lp_conv_desc *d, const float *col, int n, int 
     const int64_t ld = (int64_t)(oy1 - oy0) * d->ow, hw = (int64_t)d->h * d->w;
     for (int ci = 0; ci < cg; ci++) {
         float *dst = dx + ((int64_t)n * d->c + (int64_t)g * cg + ci) * hw;
-        for (int i = 0; i < d->kh; i++) {
-            for (int j = 0; j < d->kw; j++) {
-                const float *src = col + (int64_t)((ci * d->kh + i) * d->kw + j) * ld;
-                int offx = j * d->dw - d->pw0, lo, hi;
-                tap_range(offx, d->sw, d->w, d->ow, &lo, &hi);
-                for (int oy = oy0; oy < oy1; oy++) {
-                    int iy = oy * d->sh - d->ph0 + i * d->dh;
-                    if (iy < 0 || iy >= d->h) continue;
-                    float *drow = dst + (int64_t)iy * d->w + offx;
-                    const float *srow = src + (int64_t)(oy - oy0) * d->ow;
-                    if (d->sw == 1)
-                        for (int ox = lo; ox < hi; ox++) drow[ox] += srow[ox];
-                    else
-                        for (int ox = lo; ox < hi; ox++) drow[(int64_t)ox * d->sw] += srow[ox];
-                }
-            }
-        }
+        for (int i = 0; i < d->kh; i++)
+            for (int j = 0; j < d->kw; j++)
+                col2im_tap_add(d, col + (int64_t)((ci * d->kh + i) * d->kw + j) * ld, i, j, oy0, oy1, dst);
     }
 }
 
@@ -149,23 +140,10 @@ static void col2im_add(const lp_conv_desc *d, const float *col, int n0, int nb, 
     for (int img = 0; img < nb; img++) {
         for (int ci = 0; ci < cg; ci++) {
             float *dst = dx + ((int64_t)(n0 + img) * d->c + (int64_t)g * cg + ci) * hw;
-            for (int i = 0; i < d->kh; i++) {
-                for (int j = 0; j < d->kw; j++) {
-                    const float *src = col + (int64_t)((ci * d->kh + i) * d->kw + j) * ld + img * ohw;
-                    int offx = j * d->dw - d->pw0, lo, hi;
-                    tap_range(offx, d->sw, d->w, d->ow, &lo, &hi);
-                    for (int oy = 0; oy < d->oh; oy++) {
-                        int iy = oy * d->sh - d->ph0 + i * d->dh;
-                        if (iy < 0 || iy >= d->h) continue;
-                        float *drow = dst + (int64_t)iy * d->w + offx;
-                        const float *srow = src + (int64_t)oy * d->ow;
-                        if (d->sw == 1)
-                            for (int ox = lo; ox < hi; ox++) drow[ox] += srow[ox];
-                        else
-                            for (int ox = lo; ox < hi; ox++) drow[(int64_t)ox * d->sw] += srow[ox];
-                    }
-                }
-            }
+            for (int i = 0; i < d->kh; i++)
+                for (int j = 0; j < d->kw; j++)
+                    col2im_tap_add(d, col + (int64_t)((ci * d->kh + i) * d->kw + j) * ld + img * ohw, i, j, 0,
+                                   d->oh, dst);
         }
     }
 }
