@@ -355,8 +355,15 @@ static float *conv_scratch(const conv_plan *p, int workers, const char *what) {
     return _lp_cpu_scratch(per * workers + 1, what);
 }
 
-static void fwd_chunk(const lp_conv_desc *d, const conv_plan *p, const float *x, const float *w, const float *b,
-                      float *y, int n0, float *col, float *out) {
+/* The tensors one pass reads and writes; each chunk function names them its own way. */
+typedef struct conv_io {
+    const float *in, *w, *b;
+    float *out;
+} conv_io;
+
+static void fwd_chunk(const lp_conv_desc *d, const conv_plan *p, const conv_io *io, int n0, float *col, float *out) {
+    const float *x = io->in, *w = io->w, *b = io->b;
+    float *y = io->out;
     const int cnt = d->n - n0 < p->nb ? d->n - n0 : p->nb;
     const int64_t cols = cnt * p->ohw, ohw = p->ohw, crow = p->crow;
     const int kg = p->kg;
@@ -407,8 +414,10 @@ static void fwd_chunk(const lp_conv_desc *d, const conv_plan *p, const float *x,
     }
 }
 
-static void bwd_data_chunk(const lp_conv_desc *d, const conv_plan *p, const float *dy, const float *w, float *dx,
-                           int n0, float *col, float *dyb) {
+static void bwd_data_chunk(const lp_conv_desc *d, const conv_plan *p, const conv_io *io, int n0, float *col,
+                           float *dyb) {
+    const float *dy = io->in, *w = io->w;
+    float *dx = io->out;
     const int cnt = d->n - n0 < p->nb ? d->n - n0 : p->nb;
     const int64_t cols = cnt * p->ohw, ohw = p->ohw, crow = p->crow;
     const int kg = p->kg;
@@ -471,6 +480,29 @@ static void bwd_filter_chunk(const lp_conv_desc *d, const conv_plan *p, const fl
     }
 }
 
+typedef void (*conv_chunk_fn)(const lp_conv_desc *d, const conv_plan *p, const conv_io *io, int n0, float *col,
+                              float *buf);
+
+/* Run a pass chunk by chunk: chunks in parallel with private scratch when there are
+ * enough images, else in turn with the gemm itself threaded. */
+static lp_status run_chunks(const lp_conv_desc *d, conv_chunk_fn fn, const conv_io *io, const char *what) {
+    conv_plan p = conv_plan_make(d);
+    int workers = p.per_thread ? p.nt : 1;
+    float *s = conv_scratch(&p, workers, what);
+    if (!s) return LP_ERR_OOM;
+    if (p.per_thread) {
+#pragma omp parallel for schedule(static) num_threads(p.nt)
+        for (int ch = 0; ch < p.nchunks; ch++) {
+            float *mine = s + (p.col_sz + p.buf_sz) * omp_get_thread_num();
+            fn(d, &p, io, ch * p.nb, mine, mine + p.col_sz);
+        }
+    } else {
+        for (int ch = 0; ch < p.nchunks; ch++) fn(d, &p, io, ch * p.nb, s, s + p.col_sz);
+    }
+    free(s);
+    return LP_OK;
+}
+
 lp_status _lp_cpu_conv_fwd(const lp_conv_desc *d, const float *x, const float *w, const float *b, float *y) {
     lp_status st = conv_check(d, "conv_fwd");
     if (st) return st;
@@ -482,21 +514,8 @@ lp_status _lp_cpu_conv_fwd(const lp_conv_desc *d, const float *x, const float *w
         free(pad);
         return LP_OK;
     }
-    conv_plan p = conv_plan_make(d);
-    int workers = p.per_thread ? p.nt : 1;
-    float *s = conv_scratch(&p, workers, "conv_fwd");
-    if (!s) return LP_ERR_OOM;
-    if (p.per_thread) {
-#pragma omp parallel for schedule(static) num_threads(p.nt)
-        for (int ch = 0; ch < p.nchunks; ch++) {
-            float *mine = s + (p.col_sz + p.buf_sz) * omp_get_thread_num();
-            fwd_chunk(d, &p, x, w, b, y, ch * p.nb, mine, mine + p.col_sz);
-        }
-    } else {
-        for (int ch = 0; ch < p.nchunks; ch++) fwd_chunk(d, &p, x, w, b, y, ch * p.nb, s, s + p.col_sz);
-    }
-    free(s);
-    return LP_OK;
+    conv_io io = {x, w, b, y};
+    return run_chunks(d, fwd_chunk, &io, "conv_fwd");
 }
 
 lp_status _lp_cpu_conv_bwd_data(const lp_conv_desc *d, const float *dy, const float *w, float *dx) {
@@ -510,21 +529,8 @@ lp_status _lp_cpu_conv_bwd_data(const lp_conv_desc *d, const float *dy, const fl
         free(pad);
         return LP_OK;
     }
-    conv_plan p = conv_plan_make(d);
-    int workers = p.per_thread ? p.nt : 1;
-    float *s = conv_scratch(&p, workers, "conv_bwd_data");
-    if (!s) return LP_ERR_OOM;
-    if (p.per_thread) {
-#pragma omp parallel for schedule(static) num_threads(p.nt)
-        for (int ch = 0; ch < p.nchunks; ch++) {
-            float *mine = s + (p.col_sz + p.buf_sz) * omp_get_thread_num();
-            bwd_data_chunk(d, &p, dy, w, dx, ch * p.nb, mine, mine + p.col_sz);
-        }
-    } else {
-        for (int ch = 0; ch < p.nchunks; ch++) bwd_data_chunk(d, &p, dy, w, dx, ch * p.nb, s, s + p.col_sz);
-    }
-    free(s);
-    return LP_OK;
+    conv_io io = {dy, w, NULL, dx};
+    return run_chunks(d, bwd_data_chunk, &io, "conv_bwd_data");
 }
 
 lp_status _lp_cpu_conv_bwd_filter(const lp_conv_desc *d, const float *x, const float *dy, float *dw, float *db) {
