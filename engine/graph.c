@@ -211,7 +211,7 @@ int64_t lp_attr_int(const lp_node *n, const char *name, int64_t dflt) {
     const lp_attr *a = lp_node_attr(n, name);
     if (!a) return dflt;
     if (a->type == LP_ATTR_INT) return a->i;
-    if (a->type == LP_ATTR_FLOAT) return (int64_t)a->f;
+    if (a->type == LP_ATTR_FLOAT) return lp_float_to_int64(a->f);
     return dflt;
 }
 

@@ -126,6 +126,14 @@ void lp_node_clear(lp_node *n);
 void lp_attr_clear(lp_attr *a);
 const lp_attr *lp_node_attr(const lp_node *n, const char *name);
 int64_t lp_attr_int(const lp_node *n, const char *name, int64_t dflt);
+/* Saturating: a float outside int64's range (or NaN) would be undefined behaviour to cast,
+ * and both come straight from files. */
+static inline int64_t lp_float_to_int64(float f) {
+    if (f != f) return 0;
+    if (f >= 9.2e18f) return INT64_MAX;
+    if (f <= -9.2e18f) return INT64_MIN;
+    return (int64_t)f;
+}
 float lp_attr_float(const lp_node *n, const char *name, float dflt);
 /* Copies up to max ints; returns the count (or -1 if absent). */
 int lp_attr_ints(const lp_node *n, const char *name, int64_t *dst, int max);

@@ -30,19 +30,11 @@ const lp_tensor *_lp_const_in(const lp_model *m, const lp_node *n, int i) {
     return m->values[n->in[i]].init;
 }
 
-/* Saturating: a float outside int64's range (or NaN) would be undefined behaviour to cast. */
-int64_t _lp_float_to_int64(float f) {
-    if (f != f) return 0;
-    if (f >= 9.2e18f) return INT64_MAX;
-    if (f <= -9.2e18f) return INT64_MIN;
-    return (int64_t)f;
-}
-
 int _lp_tensor_ints(const lp_tensor *t, int64_t *dst, int max) {
     if (!t || t->device != LP_DEVICE_CPU) return -1;
     int64_t cnt = lp_tensor_numel(t);
     for (int64_t i = 0; i < cnt && i < max; i++)
-        dst[i] = t->dtype == LP_I64 ? ((const int64_t *)t->data)[i] : _lp_float_to_int64(((const float *)t->data)[i]);
+        dst[i] = t->dtype == LP_I64 ? ((const int64_t *)t->data)[i] : lp_float_to_int64(((const float *)t->data)[i]);
     return (int)cnt;
 }
 

@@ -24,7 +24,6 @@ const lp_tensor *_lp_const_in(const lp_model *m, const lp_node *n, int i);
 int _lp_tensor_ints(const lp_tensor *t, int64_t *dst, int max);
 
 /* float -> int64, saturating (NaN -> 0). */
-int64_t _lp_float_to_int64(float f);
 
 /* One float from a tensor on any device (Clip bounds, Pad value, Pow exponent). */
 lp_status _lp_tensor_scalar(const lp_backend *be, const lp_tensor *t, float *v);
