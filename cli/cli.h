@@ -13,6 +13,7 @@ int cmd_activations(int argc, char **argv);
 int cmd_train(int argc, char **argv);
 int cmd_tsne(int argc, char **argv);
 int cmd_embed(int argc, char **argv);
+int cmd_explain(int argc, char **argv);
 
 /* Print "loupe: <msg>" to stderr; returns 1 (the exit code). */
 int cli_fail(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
@@ -66,6 +67,9 @@ int cli_common_option(int c, const char *arg, cli_common *o);
 const char *cli_model_arg(int argc, char **argv, int *optind_);
 /* Parse "a,b,c" (1 or 3 floats) into v; returns count or -1. */
 int cli_parse_floats(const char *s, float *v, int max);
+/* The preprocessing cli_load_inputs applies to images for this model and options
+ * (also what a .npy batch is assumed to have had: mean/std say what black is). */
+void cli_resolve_pre(const lp_model *m, const cli_pre_opts *o, lp_preprocess *out);
 /* Returns 0, or 1 after printing the error line. */
 int cli_load_inputs(const lp_model *m, int n, char **paths, const cli_pre_opts *o, lp_tensor **out);
 

@@ -115,6 +115,34 @@ int cli_parse_floats(const char *s, float *v, int max) {
     return *p ? -1 : n;
 }
 
+void cli_resolve_pre(const lp_model *m, const cli_pre_opts *o, lp_preprocess *out) {
+    int nd;
+    int64_t shape[LP_MAX_DIMS] = {1, 1, 1, 1};
+    if (lp_model_input_shape(m, &nd, shape) != LP_OK || nd != 4) nd = 0;
+    int c = nd ? (int)shape[1] : 1, h = nd ? (int)shape[2] : 0, w = nd ? (int)shape[3] : 0;
+    lp_preprocess pp;
+    int imagenet = c == 3 && h >= 64;
+    if (imagenet) {
+        pp = lp_preprocess_imagenet();
+        pp.crop = h;
+        pp.size = h * 256 / 224;
+    } else {
+        memset(&pp, 0, sizeof pp);
+        pp.channels = c;
+        pp.size = h < w ? h : w;
+        pp.crop = h == w ? h : 0;
+        for (int k = 0; k < 3; k++) pp.mean[k] = 0.0f, pp.std[k] = 1.0f;
+    }
+    pp.channels = c;
+    if (o && o->size >= 0) pp.size = o->size;
+    if (o && o->crop >= 0) pp.crop = o->crop;
+    if (o && o->has_mean)
+        for (int k = 0; k < 3; k++) pp.mean[k] = o->mean[k];
+    if (o && o->has_std)
+        for (int k = 0; k < 3; k++) pp.std[k] = o->std[k];
+    *out = pp;
+}
+
 int cli_load_inputs(const lp_model *m, int n, char **paths, const cli_pre_opts *o, lp_tensor **out) {
     *out = NULL;
     int nd;
@@ -140,27 +168,9 @@ int cli_load_inputs(const lp_model *m, int n, char **paths, const cli_pre_opts *
     if (nd != 4) {
         return cli_fail("the model's input has rank %d: images need an N x C x H x W input; pass a .npy", nd);
     }
-    int c = (int)shape[1], h = (int)shape[2], w = (int)shape[3];
+    int h = (int)shape[2], w = (int)shape[3];
     lp_preprocess pp;
-    int imagenet = c == 3 && h >= 64;
-    if (imagenet) {
-        pp = lp_preprocess_imagenet();
-        pp.crop = h;
-        pp.size = h * 256 / 224;
-    } else {
-        memset(&pp, 0, sizeof pp);
-        pp.channels = c;
-        pp.size = h < w ? h : w;
-        pp.crop = h == w ? h : 0;
-        for (int k = 0; k < 3; k++) pp.mean[k] = 0.0f, pp.std[k] = 1.0f;
-    }
-    pp.channels = c;
-    if (o && o->size >= 0) pp.size = o->size;
-    if (o && o->crop >= 0) pp.crop = o->crop;
-    if (o && o->has_mean)
-        for (int k = 0; k < 3; k++) pp.mean[k] = o->mean[k];
-    if (o && o->has_std)
-        for (int k = 0; k < 3; k++) pp.std[k] = o->std[k];
+    cli_resolve_pre(m, o, &pp);
     lp_image *imgs = calloc((size_t)n, sizeof *imgs);
     if (!imgs) return cli_fail("out of memory");
     lp_status s = LP_OK;

@@ -14,6 +14,7 @@ static const struct {
     {"activations", cmd_activations, "a layer's channel maps as a PNG grid (and .npy)"},
     {"train", cmd_train, "train the small Fashion-MNIST CNN (the bundled default model)"},
     {"tsne", cmd_tsne, "Barnes-Hut t-SNE of the rows of an array, with plot and quality metrics"},
+    {"explain", cmd_explain, "attribution maps (saliency, IG, LRP, Grad-CAM, occlusion, RISE...) with an HTML report"},
     {"embed", cmd_embed, "t-SNE map of a layer's activations over many inputs (or of its channels)"},
 };
 

@@ -148,7 +148,7 @@ lp_status lp_run_forward(lp_run *r, const lp_tensor *input) {
         lp_tensor_free(r->val[in_id]);
         r->val[in_id] = tmp;
     }
-    lp_ctx c = {r->be, m};
+    lp_ctx c = {r->be, m, NULL};
     for (int i = 0; i < m->n_nodes; i++) {
         const lp_node *n = &m->nodes[i];
         lp_tensor *in[LP_MAX_IO], *out[LP_MAX_IO];
@@ -167,6 +167,8 @@ lp_status lp_run_forward(lp_run *r, const lp_tensor *input) {
     r->has_forward = 1;
     return LP_OK;
 }
+
+lp_model *_lp_run_model(const lp_run *r) { return r->m; }
 
 const lp_tensor *lp_run_value(const lp_run *r, const char *name) {
     int id = lp_model_find_value(r->m, name);
@@ -248,7 +250,7 @@ lp_status lp_run_backward(lp_run *r, const lp_backward_opts *opts) {
     }
     if (s != LP_OK) goto out;
 
-    lp_ctx c = {r->be, m};
+    lp_ctx c = {r->be, m, opts->rules ? opts->rules->user : NULL};
     int last = m->values[of].producer;
     for (int i = last; i >= 0; i--) {
         const lp_node *n = &m->nodes[i];

@@ -158,6 +158,7 @@ const char *lp_node_ctx(const lp_model *m, const lp_node *n, char *buf, size_t l
 typedef struct lp_ctx {
     const lp_backend *be;
     lp_model *model;
+    void *rule_user; /* backward: the rule table's `user` (NULL without rules) */
 } lp_ctx;
 
 /* Ops' forward/backward see tensors on the run's device; int64 tensors (shapes,
@@ -203,6 +204,9 @@ struct lp_rules {
     int n;
     void *user;
 };
+
+/* The model a run executes (for the attribution methods). */
+lp_model *_lp_run_model(const lp_run *r);
 
 /* ONNX import from memory (`name` is used in messages); lp_model_load reads the
  * file and calls this with the model's folder for external data. */

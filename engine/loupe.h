@@ -170,6 +170,127 @@ lp_status lp_channel_grid(const float *chw, int c, int h, int w, int scale, lp_c
 /* Atomic output: write to path.tmp then rename, so no half-written file remains. */
 lp_status lp_file_commit(const char *tmp_path, const char *path);
 
+/* ---- attribution: which inputs made the network say "dog" --------------------- */
+/* Methods are named as Captum names them where it has them (snake case):
+ * saliency, input_x_gradient, smoothgrad, smoothgrad_sq, vargrad,
+ * integrated_gradients, gradient_shap, guided_backprop, deconvnet, lrp, deeplift,
+ * cam, gradcam, gradcam_pp, xgradcam, layercam, scorecam, ablationcam, eigencam,
+ * guided_gradcam, occlusion, occlusion_random, rise. lp_explain_method_count /
+ * lp_explain_method_name / lp_explain_method_summary enumerate them. */
+int lp_explain_method_count(void);
+const char *lp_explain_method_name(int i);
+const char *lp_explain_method_summary(int i);
+/* Comma-separated list of every method, for messages. */
+const char *lp_explain_method_list(void);
+
+typedef enum lp_target_kind {
+    LP_TARGET_TOP1 = 0, /* the predicted class of each input (default) */
+    LP_TARGET_CLASS,    /* a class index */
+    LP_TARGET_NEURON,   /* one unit: layer, channel (and y, x for spatial layers) */
+    LP_TARGET_CHANNEL   /* the mean of one channel of a layer */
+} lp_target_kind;
+
+typedef struct lp_target {
+    lp_target_kind kind;
+    int64_t cls;        /* LP_TARGET_CLASS */
+    const char *layer;  /* NEURON / CHANNEL: a value name (see `loupe info`) */
+    int64_t channel;    /* NEURON / CHANNEL */
+    int64_t y, x;       /* NEURON on a spatial layer */
+} lp_target;
+
+/* Baselines of integrated_gradients, gradient_shap and deeplift. */
+typedef enum lp_baseline {
+    LP_BASELINE_ZERO = 0, /* the zero tensor (Captum's default) */
+    LP_BASELINE_BLACK,    /* a black image: per-channel `black` values */
+    LP_BASELINE_BLUR,     /* the input under a Gaussian blur of `blur_sigma` pixels */
+    LP_BASELINE_UNIFORM,  /* uniform noise in [uniform_lo, uniform_hi], seeded */
+    LP_BASELINE_TENSOR    /* `baseline_tensor` (1 or N rows of the input's shape) */
+} lp_baseline;
+
+/* Integration rules of integrated_gradients (Captum's names). */
+typedef enum lp_ig_rule {
+    LP_IG_GAUSS_LEGENDRE = 0, LP_IG_RIEMANN_LEFT, LP_IG_RIEMANN_RIGHT, LP_IG_RIEMANN_MIDDLE,
+    LP_IG_RIEMANN_TRAPEZOID
+} lp_ig_rule;
+
+/* What occlusion slides over the image. */
+typedef enum lp_fill {
+    LP_FILL_ZERO = 0, /* 0 after normalisation: the dataset mean, i.e. gray (Captum's default) */
+    LP_FILL_BLACK,    /* per-channel `black` */
+    LP_FILL_BLUR,     /* the blurred input under the patch */
+    LP_FILL_MEAN      /* each image's own per-channel mean */
+} lp_fill;
+
+typedef struct lp_explain_opts {
+    const char *method;
+    lp_target target;
+    /* CAM methods: the convolutional layer (NULL: the last 4-D value before the
+     * classifier). Gradient methods: attribute at this inner value instead of the
+     * input (Captum's layer attributions). */
+    const char *layer;
+    int batch;                  /* rows per forward/backward pass (0: 16) */
+    uint64_t seed;              /* noise, baselines, masks (0: 42) */
+    /* integrated_gradients */
+    int steps;                  /* 0: 50 */
+    lp_ig_rule ig_rule;
+    /* integrated_gradients, gradient_shap, deeplift */
+    lp_baseline baseline;
+    float black[3];             /* a black pixel after normalisation (BLACK baseline/fill) */
+    float blur_sigma;           /* 0: 10 pixels */
+    float uniform_lo, uniform_hi;
+    const lp_tensor *baseline_tensor;
+    /* smoothgrad, smoothgrad_sq, vargrad, gradient_shap */
+    int samples;                /* 0: 25 (smoothgrad family), 20 (gradient_shap) */
+    float noise_std;            /* absolute stdev of the Gaussian noise; 0: 0.15 x (max - min) of each input */
+    /* Fixed draws instead of the seeded ones, so that a reference library's own
+     * draws can be replayed: noise (samples x input shape), alphas (samples x N). */
+    const lp_tensor *noise, *alphas;
+    /* lrp: a composite or a single rule for every layer: epsilon_plus_flat (default),
+     * epsilon_gamma_box, epsilon_plus, epsilon_alpha2_beta1, epsilon_alpha2_beta1_flat,
+     * zero, epsilon, gamma, alpha2_beta1, alpha1_beta0, flat, w_square */
+    const char *lrp;
+    float epsilon;              /* 0: 1e-6 */
+    float gamma;                /* 0: 0.25 */
+    float low[3], high[3];      /* zB box bounds for the input layer (normalised units) */
+    /* occlusion, occlusion_random */
+    int patch, stride;          /* 0: 16, 8 */
+    lp_fill fill;
+    /* rise */
+    int masks;                  /* 0: 4000 */
+    int cells;                  /* the low-resolution mask grid (0: 7) */
+    float keep;                 /* probability a cell is kept (0: 0.5) */
+    const lp_tensor *mask_tensor; /* fixed masks (masks x 1 x H x W), replayed instead */
+    /* Progress: `done` of `total` rows of work. May be NULL. */
+    void (*progress)(void *user, int64_t done, int64_t total);
+    void *user;
+} lp_explain_opts;
+
+void lp_explain_opts_default(lp_explain_opts *o);
+
+typedef struct lp_explain_info {
+    int64_t *targets;           /* per input: the class explained (-1 for neuron targets) */
+    float *scores;              /* per input: the target score f(x) */
+    int passes;                 /* forward(+backward) passes run */
+} lp_explain_info;
+
+/* Attribution of `input` (N x C x H x W host or device, preprocessed) on run `r`'s
+ * model. *attr (host, new) is N x C x H x W for input-space methods (as Captum
+ * returns them), N x 1 x H x W for maps without channels (CAM, RISE), or the
+ * layer's shape when opts->layer is given to a gradient method. info may be NULL;
+ * its arrays, when given, must hold N entries. */
+lp_status lp_explain(lp_run *r, const lp_tensor *input, const lp_explain_opts *o, lp_tensor **attr,
+                     lp_explain_info *info);
+
+/* Reducing a map for pictures (as Captum's visualisation and the survey's papers do). */
+typedef enum lp_sign { LP_SIGN_ABS = 0, LP_SIGN_POSITIVE, LP_SIGN_SIGNED } lp_sign;
+typedef enum lp_chan_reduce { LP_CHAN_SUM = 0, LP_CHAN_MAX, LP_CHAN_L2, LP_CHAN_MEAN } lp_chan_reduce;
+/* attr (N x C x H x W host) to N x 1 x H x W in [0,1] (signed: [-1,1]): channels
+ * reduced (sum then sign, as Captum; max and L2 of magnitudes for ABS), then divided
+ * by the value below which (100 - clip_percentile)% of the total mass lies
+ * (Captum's outlier threshold; 0: the maximum) and clipped. */
+lp_status lp_attr_normalize(const lp_tensor *attr, lp_sign sign, lp_chan_reduce red, float clip_percentile,
+                            lp_tensor **out);
+
 /* ---- t-SNE (Barnes-Hut; van der Maaten & Hinton 2008, van der Maaten 2014) ---- */
 typedef enum lp_tsne_init { LP_TSNE_INIT_PCA = 0, LP_TSNE_INIT_RANDOM = 1 } lp_tsne_init;
 

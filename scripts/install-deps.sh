@@ -10,6 +10,7 @@ PKGS=(
   libprotobuf-c-dev protobuf-c-compiler libonnx-dev
   libopenblas-dev libpng-dev libjpeg62-turbo-dev zlib1g-dev libcmocka-dev
   python3 python3-venv python3-pip python3-numpy python3-pil python3-torch python3-torchvision python3-onnx python3-sklearn
+  python3-matplotlib python3-tqdm python3-opencv python3-packaging
   dataset-fashion-mnist
 )
 missing=()

@@ -2,7 +2,7 @@
  * model), built with the graph builder so the trainer needs no ONNX file to start.
  * Node and value names (conv1, relu1, pool1, ... fc2) are what `--layer` takes. */
 #include "internal.h"
-#include "train_internal.h"
+#include "../rng.h"
 
 #include <math.h>
 

@@ -4,7 +4,7 @@
  * visualisation methods use. Weights are the model's host initializers, updated in
  * place: the executor reads (or re-uploads) them at every forward. */
 #include "internal.h"
-#include "train_internal.h"
+#include "../rng.h"
 
 #include <stdlib.h>
 #include <string.h>

@@ -1,6 +1,6 @@
 /* rng.c — splitmix64 and Box-Muller: small, fast, and identical on every platform,
  * which is what reproducible initialisation and shuffling need (libc rand is not). */
-#include "train_internal.h"
+#include "rng.h"
 
 #include <math.h>
 

@@ -1,8 +1,8 @@
-/* train_internal.h — private helpers of the trainer: a seeded PRNG (splitmix64 with
- * Box-Muller normals) shared by weight initialisation and minibatch shuffling, so a
- * seed reproduces a training run exactly on the CPU. */
-#ifndef LOUPE_TRAIN_INTERNAL_H
-#define LOUPE_TRAIN_INTERNAL_H
+/* rng.h — the engine's seeded PRNG (splitmix64 with Box-Muller normals): weight
+ * initialisation, minibatch shuffling and the stochastic attribution methods
+ * (SmoothGrad noise, RISE masks), so a seed reproduces a run exactly on the CPU. */
+#ifndef LOUPE_RNG_H
+#define LOUPE_RNG_H
 
 #include <stdint.h>
 
