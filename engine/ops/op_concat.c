@@ -214,6 +214,8 @@ static lp_status gather_run(lp_ctx *c, const lp_node *n, lp_tensor *const *in, l
     const axis_params *p = n->params;
     const lp_tensor *x = in[0], *ind = in[1];
     int r = x->ndim, ax = _lp_axis(p->axis, r);
+    /* Folding may meet a constant whose rank differs from the one inferred. */
+    if (ax < 0) return lp_fail(LP_ERR_SHAPE, "axis %" PRId64 " is out of range for rank %d", p->axis, r);
     if (ind->dtype != LP_I64) return lp_fail(LP_ERR_UNSUPPORTED, "indices must be int64");
     int64_t outer = _lp_prod(x->shape, 0, ax), inner = _lp_prod(x->shape, ax + 1, r), dim = x->shape[ax];
     int64_t ni = lp_tensor_numel(ind);
