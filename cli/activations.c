@@ -113,13 +113,8 @@ int cmd_activations(int argc, char **argv) {
     int all = !strcmp(layer, "all");
     const char *value = layer;
     if (!all) {
-        /* A node name means its first output. */
-        for (int i = 0; i < lp_model_num_nodes(m); i++) {
-            lp_node_info ni;
-            lp_model_node_info(m, i, &ni);
-            if (!strcmp(ni.name, layer)) value = ni.output;
-        }
-        if (!lp_model_has_value(m, value)) {
+        value = lp_model_layer_value(m, layer); /* a node name means its first output */
+        if (!value) {
             rc = cli_fail("%s: no layer named '%s' (run `loupe info %s` for the names)", model_path, layer, model_path);
             goto out;
         }

@@ -159,12 +159,8 @@ int cmd_embed(int argc, char **argv) {
     int n_names = 0, rc = 1;
     float *act = NULL;
     if (lp_model_load(model_path, &m) != LP_OK) return cli_lib_fail();
-    const char *value = layer;
-    for (int i = 0; i < lp_model_num_nodes(m); i++) {
-        lp_node_info ni;
-        if (lp_model_node_info(m, i, &ni) == LP_OK && !strcmp(ni.name, layer)) value = ni.output;
-    }
-    if (!lp_model_has_value(m, value)) {
+    const char *value = lp_model_layer_value(m, layer); /* a node name means its first output */
+    if (!value) {
         rc = cli_fail("%s: no layer named '%s' (run `loupe info %s` for the names)", model_path, layer, model_path);
         goto out;
     }

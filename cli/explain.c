@@ -4,11 +4,14 @@
 #include "cli.h"
 #include "explain.h"
 
+#include <errno.h>
 #include <getopt.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 static void help(void) {
     printf("usage: loupe explain [MODEL.onnx] INPUT... --method M[,M...] [options]\n\n"
@@ -41,9 +44,11 @@ static void help(void) {
            "  --patch P        occlusion patch size in pixels (16)\n"
            "  --stride S       occlusion stride (8)\n"
            "  --fill F         occlusion fill: zero (the dataset mean, default), black, blur, mean\n"
-           "  --masks N        rise masks (4000)   --cells N  rise grid (7)   --keep P  (0.5)\n"
+           "  --masks N        rise masks / occlusion_random occluders (4000)\n"
+           "  --cells N        rise grid (7)    --keep P  rise keep probability (0.5)\n"
            "  --seed N         noise, baselines and masks (42)\n"
            "  --batch N        rows per forward/backward pass (16)\n"
+           "  --precision P    fp32 (default; tf32 and bf16 need the CUDA backend)\n"
            "output:\n"
            "  -o, --out DIR    output folder (default: explain)\n"
            "  --npy-out F      also write the raw map of the (single) method to F\n"
@@ -133,6 +138,29 @@ static int pos_float(const char *flag, const char *arg, float *out) {
     return 1;
 }
 
+/* Refuse an output folder that cannot be made or written before the (possibly long)
+ * computation, so the error is the only line and nothing is left behind. */
+static int check_out_dir(const char *dir) {
+    struct stat st;
+    if (stat(dir, &st) == 0) {
+        if (!S_ISDIR(st.st_mode)) return cli_fail("%s: not a folder", dir);
+        if (access(dir, W_OK | X_OK)) return cli_fail("%s: cannot write: %s", dir, strerror(errno));
+        return 0;
+    }
+    char parent[4096];
+    snprintf(parent, sizeof parent, "%s", dir);
+    size_t n = strlen(parent);
+    while (n > 1 && parent[n - 1] == '/') parent[--n] = 0;
+    char *slash = strrchr(parent, '/');
+    if (!slash) snprintf(parent, sizeof parent, ".");
+    else if (slash == parent) parent[1] = 0;
+    else *slash = 0;
+    if (stat(parent, &st) != 0 || !S_ISDIR(st.st_mode))
+        return cli_fail("%s: cannot create folder: %s does not exist", dir, parent);
+    if (access(parent, W_OK | X_OK)) return cli_fail("%s: cannot create folder: %s", dir, strerror(errno));
+    return 0;
+}
+
 typedef struct progress_ctx {
     cli_progress bar;
     int started;
@@ -152,7 +180,8 @@ static void on_progress(void *user, int64_t done, int64_t total) {
 enum {
     O_TARGET = 2000, O_NEURON, O_CHANNEL, O_LAYER, O_STEPS, O_IGRULE, O_BASELINE, O_BLUR, O_SAMPLES, O_NOISE,
     O_LRP, O_EPS, O_GAMMA, O_PATCH, O_STRIDE, O_FILL, O_MASKS, O_CELLS, O_KEEP, O_SEED, O_BATCH, O_NPY,
-    O_NOREPORT, O_SIGN, O_REDUCE, O_CLIP, O_CMAP, O_ALPHA, O_LABELS, O_NOISE_NPY, O_ALPHAS_NPY, O_MASKS_NPY
+    O_NOREPORT, O_SIGN, O_REDUCE, O_CLIP, O_CMAP, O_ALPHA, O_LABELS, O_NOISE_NPY, O_ALPHAS_NPY, O_MASKS_NPY,
+    O_PRECISION
 };
 
 int cmd_explain(int argc, char **argv) {
@@ -175,7 +204,7 @@ int cmd_explain(int argc, char **argv) {
         {"alpha", required_argument, 0, O_ALPHA}, {"labels", required_argument, 0, O_LABELS},
         /* replay a reference library's random draws (used by the oracle tests) */
         {"noise-npy", required_argument, 0, O_NOISE_NPY}, {"alphas-npy", required_argument, 0, O_ALPHAS_NPY},
-        {"masks-npy", required_argument, 0, O_MASKS_NPY},
+        {"masks-npy", required_argument, 0, O_MASKS_NPY}, {"precision", required_argument, 0, O_PRECISION},
         CLI_PRE_LONGOPTS, {0, 0, 0, 0}};
     static const char *const ig_rules[] = {"gausslegendre", "riemann_left", "riemann_right", "riemann_middle",
                                            "riemann_trapezoid"};
@@ -276,6 +305,12 @@ int cmd_explain(int argc, char **argv) {
         case O_NOISE_NPY: noise_npy = optarg; break;
         case O_ALPHAS_NPY: alphas_npy = optarg; break;
         case O_MASKS_NPY: masks_npy = optarg; break;
+        case O_PRECISION:
+            /* Reduced precision is the CUDA backend's (tensor cores); the CPU is fp32. */
+            if (!strcmp(optarg, "tf32") || !strcmp(optarg, "bf16"))
+                return cli_fail("--precision %s needs the CUDA backend, which this build does not have yet; use fp32", optarg);
+            if (strcmp(optarg, "fp32")) return cli_fail("--precision: unknown value '%s' (valid: fp32, tf32, bf16)", optarg);
+            break;
         default: {
             int r = cli_common_option(c, optarg, &co);
             if (r == 1) break;
@@ -316,6 +351,7 @@ int cmd_explain(int argc, char **argv) {
     }
     free(mdup);
     if (npy_out && n_methods != 1) return cli_fail("--npy-out takes one method; use --out DIR for several");
+    if (!(no_report && npy_out) && check_out_dir(rep.out_dir)) return 1;
 
     lp_model *m = NULL;
     lp_run *r = NULL;

@@ -170,6 +170,56 @@ lp_status lp_run_forward(lp_run *r, const lp_tensor *input) {
 
 lp_model *_lp_run_model(const lp_run *r) { return r->m; }
 
+/* Only the nodes downstream of `name` run again, so a method that edits one
+ * activation many times (Ablation-CAM) pays for the tail of the network alone. */
+lp_status _lp_run_forward_from(lp_run *r, const char *name, const lp_tensor *value) {
+    lp_model *m = r->m;
+    int id;
+    LP_TRY(value_id(r, name, &id));
+    if (!r->has_forward) return lp_fail(LP_ERR_ARG, "forward from '%s' needs a forward pass first", name);
+    if (!r->owned[id] || m->values[id].init)
+        return lp_fail(LP_ERR_ARG, "value '%s' is a constant of the model, not an activation", name);
+    lp_shape vs = lp_tensor_shape(value);
+    if (!lp_shape_eq(&vs, &r->shapes[id]) || value->dtype != r->val[id]->dtype) {
+        char a[96], b[96];
+        return lp_fail(LP_ERR_SHAPE, "value '%s' is %s in this run, not %s", name,
+                       lp_shape_fmt(&r->shapes[id], a, sizeof a), lp_shape_fmt(&vs, b, sizeof b));
+    }
+    lp_tensor *dst = r->val[id];
+    lp_status s;
+    if (value->device == r->dev) s = r->be->copy(dst->data, value->data, dst->nbytes);
+    else if (value->device == LP_DEVICE_CPU) s = r->be->upload(dst->data, value->data, dst->nbytes);
+    else s = lp_fail(LP_ERR_ARG, "value for '%s' is on another device", name);
+    if (s != LP_OK) return s;
+    char *dirty = lp_calloc((size_t)m->n_values + 1, 1);
+    if (!dirty) return LP_ERR_OOM;
+    dirty[id] = 1;
+    r->has_forward = 0; /* until the tail is consistent again */
+    lp_ctx c = {r->be, m, NULL};
+    for (int i = m->values[id].producer + 1; s == LP_OK && i < m->n_nodes; i++) {
+        const lp_node *n = &m->nodes[i];
+        lp_tensor *in[LP_MAX_IO], *out[LP_MAX_IO];
+        int any = 0;
+        for (int k = 0; k < n->n_in; k++) {
+            in[k] = n->in[k] >= 0 ? r->val[n->in[k]] : NULL;
+            any |= n->in[k] >= 0 && dirty[n->in[k]];
+        }
+        if (!any) continue;
+        for (int k = 0; k < n->n_out; k++) {
+            out[k] = r->val[n->out[k]];
+            dirty[n->out[k]] = 1;
+        }
+        s = n->op->forward(&c, n, in, out);
+        if (s != LP_OK) {
+            char ctx[512];
+            s = lp_fail_prefix(s, "%s", lp_node_ctx(m, n, ctx, sizeof ctx));
+        }
+    }
+    free(dirty);
+    if (s == LP_OK) r->has_forward = 1;
+    return s;
+}
+
 const lp_tensor *lp_run_value(const lp_run *r, const char *name) {
     int id = lp_model_find_value(r->m, name);
     if (id < 0 || !r->has_forward) return NULL;

@@ -20,6 +20,15 @@ int lp_model_find_value(const lp_model *m, const char *name) {
 
 int lp_model_has_value(const lp_model *m, const char *name) { return lp_model_find_value(m, name) >= 0; }
 
+const char *lp_model_layer_value(const lp_model *m, const char *name) {
+    int id = lp_model_find_value(m, name);
+    if (id >= 0) return m->values[id].name;
+    for (int i = 0; name && i < m->n_nodes; i++)
+        if (m->nodes[i].name && !strcmp(m->nodes[i].name, name) && m->nodes[i].n_out > 0)
+            return m->values[m->nodes[i].out[0]].name;
+    return NULL;
+}
+
 int lp_model_value(lp_model *m, const char *name) {
     int id = lp_model_find_value(m, name);
     if (id >= 0) return id;

@@ -207,6 +207,10 @@ struct lp_rules {
 
 /* The model a run executes (for the attribution methods). */
 lp_model *_lp_run_model(const lp_run *r);
+/* After a forward: overwrite activation `name` with `value` (its shape and dtype in
+ * this run) and re-run only the nodes that depend on it; all else keeps the last
+ * forward's values. The edited activation stays for a following backward. */
+lp_status _lp_run_forward_from(lp_run *r, const char *name, const lp_tensor *value);
 
 /* ONNX import from memory (`name` is used in messages); lp_model_load reads the
  * file and calls this with the model's folder for external data. */

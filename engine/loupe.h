@@ -96,6 +96,9 @@ int lp_model_num_nodes(const lp_model *m);
 lp_status lp_model_node_info(const lp_model *m, int i, lp_node_info *out);
 /* Does the model have a value (node output, input, or initializer) of this name? */
 int lp_model_has_value(const lp_model *m, const char *name);
+/* A layer as users name it: a value name, or a node name meaning its first output.
+ * Returns the value's name (owned by the model), or NULL if neither exists. */
+const char *lp_model_layer_value(const lp_model *m, const char *name);
 
 /* ---- runs: forward and backward over one batch -------------------------------- */
 typedef struct lp_run lp_run;
@@ -256,7 +259,7 @@ typedef struct lp_explain_opts {
     int patch, stride;          /* 0: 16, 8 */
     lp_fill fill;
     /* rise */
-    int masks;                  /* 0: 4000 */
+    int masks;                  /* rise masks, occlusion_random occluders (0: 4000) */
     int cells;                  /* the low-resolution mask grid (0: 7) */
     float keep;                 /* probability a cell is kept (0: 0.5) */
     const lp_tensor *mask_tensor; /* fixed masks (masks x 1 x H x W), replayed instead */

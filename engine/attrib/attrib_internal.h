@@ -42,6 +42,9 @@ extern const _lp_method _lp_methods_perturb[]; /* perturb.c */
 /* Forward `b` rows (b x per host floats, each row an input-shaped image) where row i
  * stands for input owner[i]; scores[i] = the target score of row i (may be NULL). */
 lp_status _lp_x_forward(_lp_xctx *x, const float *rows, int64_t b, const int64_t *owner, float *scores);
+/* Resolve targets and read each row's target score from the run's current forward
+ * (after _lp_x_forward, or after the caller re-ran part of it). */
+lp_status _lp_x_scores(_lp_xctx *x, int64_t b, const int64_t *owner, float *scores);
 /* The value name the target reads (the model output, or the neuron's layer). */
 const char *_lp_x_target_value(const _lp_xctx *x);
 /* After _lp_x_forward: backward of the target score of every row, with `rules`
@@ -66,6 +69,11 @@ lp_status _lp_rules_new(lp_rules *r, void *user);
 void _lp_rules_free(lp_rules *r);
 /* Set `fn` as the rule of op `type` (must exist). */
 void _lp_rules_set(lp_rules *r, const char *type, lp_backward_fn fn);
+
+/* cam.c: is `method` one of the CAM family; the not-found error for a CAM layer,
+ * naming a few spatial layers. */
+int _lp_cam_method(const char *method);
+lp_status _lp_cam_layer_missing(const lp_model *m, const char *name);
 
 /* Guided backprop's (deconvnet: 1) ReLU rule table (grad_methods.c); free with _lp_rules_free. */
 lp_status _lp_guided_rules(lp_rules *r, int deconvnet);

@@ -77,14 +77,24 @@ static void fill_defaults(lp_explain_opts *o) {
     if (o->keep <= 0) o->keep = 0.5f;
 }
 
-static lp_status check_target(_lp_xctx *x) {
-    const lp_target *t = &x->o->target;
+/* Users name layers by node or value name; the methods work on value names. */
+static lp_status resolve_layer(const lp_model *m, const char **name) {
+    const char *v = lp_model_layer_value(m, *name);
+    if (!v)
+        return lp_fail(LP_ERR_ARG, "%s: no layer named '%s' (see `loupe info` for node and output names)",
+                       m->path ? m->path : "model", *name);
+    *name = v;
+    return LP_OK;
+}
+
+static lp_status check_layers(lp_model *m, lp_explain_opts *o) {
+    lp_target *t = &o->target;
+    if (o->layer && _lp_cam_method(o->method) && !lp_model_layer_value(m, o->layer))
+        return _lp_cam_layer_missing(m, o->layer);
+    if (o->layer) LP_TRY(resolve_layer(m, &o->layer));
     if (t->kind != LP_TARGET_NEURON && t->kind != LP_TARGET_CHANNEL) return LP_OK;
     if (!t->layer) return lp_fail(LP_ERR_ARG, "a neuron or channel target needs a layer");
-    if (!lp_model_has_value(x->m, t->layer))
-        return lp_fail(LP_ERR_ARG, "%s: no layer named '%s' (see `loupe info` for output names)",
-                       x->m->path ? x->m->path : "model", t->layer);
-    return LP_OK;
+    return resolve_layer(m, &t->layer);
 }
 
 lp_status lp_explain(lp_run *r, const lp_tensor *input, const lp_explain_opts *opts, lp_tensor **attr,
@@ -113,7 +123,7 @@ lp_status lp_explain(lp_run *r, const lp_tensor *input, const lp_explain_opts *o
         x.h = (int)input->shape[2];
         x.w = (int)input->shape[3];
     }
-    lp_status s = check_target(&x);
+    lp_status s = check_layers(x.m, &o);
     if (s != LP_OK) return s;
 
     float *host = NULL;

@@ -156,7 +156,8 @@ static lp_status m_deconvnet(_lp_xctx *x, lp_tensor **attr) { return relu_method
 typedef struct noise_state {
     float *std;      /* per input */
     int kind;        /* 0 mean, 1 mean of squares, 2 variance */
-    float *sq;       /* vargrad: running sum of squares (n x at_per) */
+    double *sum, *sq; /* vargrad: sums of g and g^2 (n x at_per), in double: the
+                       * variance is a small difference of two large means */
 } noise_state;
 
 static lp_status make_noisy(_lp_xctx *x, sampler *sp, int64_t i, int64_t s, float *row) {
@@ -182,17 +183,20 @@ static void fold_noise(_lp_xctx *x, sampler *sp, int64_t i, int64_t s, const flo
     (void)s, (void)row, (void)a;
     noise_state *ns = sp->u;
     float inv = 1.0f / (float)sp->samples;
-    float *sq = ns->sq ? ns->sq + i * sp->at_per : NULL;
     (void)x;
-    for (int64_t p = 0; p < sp->at_per; p++) {
-        if (ns->kind == 1) o[p] += g[p] * g[p] * inv;
-        else o[p] += g[p] * inv;
-        if (sq) sq[p] += g[p] * g[p] * inv;
+    if (ns->kind == 2) {
+        double *sum = ns->sum + i * sp->at_per, *sq = ns->sq + i * sp->at_per;
+        for (int64_t p = 0; p < sp->at_per; p++) {
+            sum[p] += g[p];
+            sq[p] += (double)g[p] * g[p];
+        }
+        return;
     }
+    for (int64_t p = 0; p < sp->at_per; p++) o[p] += (ns->kind == 1 ? g[p] * g[p] : g[p]) * inv;
 }
 
 static lp_status noise_method(_lp_xctx *x, lp_tensor **attr, int kind) {
-    noise_state ns = {lp_calloc((size_t)x->n, sizeof(float)), kind, NULL};
+    noise_state ns = {lp_calloc((size_t)x->n, sizeof(float)), kind, NULL, NULL};
     sampler sp = {x->o->samples, x->o->layer, NULL, 0, make_noisy, fold_noise, 0, &ns};
     lp_status s = ns.std ? LP_OK : LP_ERR_OOM;
     for (int64_t i = 0; s == LP_OK && i < x->n; i++) {
@@ -205,13 +209,20 @@ static lp_status noise_method(_lp_xctx *x, lp_tensor **attr, int kind) {
         ns.std[i] = x->o->noise_std > 0 ? x->o->noise_std : 0.15f * (hi - lo);
     }
     if (s == LP_OK) s = new_out(x, sp.at, attr, &sp.at_per);
-    if (s == LP_OK && kind == 2 && !(ns.sq = lp_calloc((size_t)(x->n * sp.at_per), sizeof(float)))) s = LP_ERR_OOM;
+    if (s == LP_OK && kind == 2 && (!(ns.sum = lp_calloc((size_t)(x->n * sp.at_per), sizeof(double))) ||
+                                    !(ns.sq = lp_calloc((size_t)(x->n * sp.at_per), sizeof(double)))))
+        s = LP_ERR_OOM;
     if (s == LP_OK) s = sample_loop(x, &sp, (*attr)->data);
     if (s == LP_OK && kind == 2) { /* Var = E[g^2] - E[g]^2, as Captum's vargrad */
         float *o = (*attr)->data;
-        for (int64_t p = 0; p < x->n * sp.at_per; p++) o[p] = ns.sq[p] - o[p] * o[p];
+        double inv = 1.0 / (double)sp.samples;
+        for (int64_t p = 0; p < x->n * sp.at_per; p++) {
+            double mean = ns.sum[p] * inv;
+            o[p] = (float)(ns.sq[p] * inv - mean * mean);
+        }
     }
     free(ns.std);
+    free(ns.sum);
     free(ns.sq);
     return s;
 }
@@ -263,9 +274,10 @@ static void ig_nodes(lp_ig_rule rule, int n, double *a, double *w) {
         for (int k = 0; k < n; k++) a[k] = n > 1 ? 0.5 / n + (1.0 - 1.0 / n) * k / (n - 1) : 0.5;
         break;
     case LP_IG_RIEMANN_TRAPEZOID:
+        /* As Captum: nodes 0..1, steps 1/n with both ends halved (they sum to 1 - 1/n). */
         for (int k = 0; k < n; k++) {
             a[k] = n > 1 ? (double)k / (n - 1) : 0.5;
-            w[k] = n > 1 ? ((k == 0 || k == n - 1) ? 0.5 : 1.0) / (n - 1) : 1.0;
+            w[k] = (n > 1 && (k == 0 || k == n - 1) ? 0.5 : 1.0) / n;
         }
         break;
     }

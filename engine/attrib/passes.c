@@ -89,6 +89,11 @@ lp_status _lp_x_forward(_lp_xctx *x, const float *rows, int64_t b, const int64_t
     x->passes++;
     x->fwd_rows = rows;
     x->fwd_b = b;
+    return _lp_x_scores(x, b, owner, scores);
+}
+
+lp_status _lp_x_scores(_lp_xctx *x, int64_t b, const int64_t *owner, float *scores) {
+    const char *tv = _lp_x_target_value(x);
     const lp_tensor *v = lp_run_value(x->run, tv);
     if (!v) return lp_fail(LP_ERR_INTERNAL, "target value '%s' missing after forward", tv);
     int64_t per = lp_tensor_numel(v) / b;
@@ -168,8 +173,11 @@ lp_status _lp_x_backward(_lp_xctx *x, int64_t b, const int64_t *owner, const lp_
 lp_status _lp_x_grads(_lp_xctx *x, const float *rows, int64_t b, const int64_t *owner, const lp_rules *rules,
                       const char *at, float *grad, float *act, float *scores) {
     if (at) LP_TRY(lp_run_capture(x->run, at));
-    /* The run may already hold the forward of exactly these rows (e.g. the target pass). */
-    if (!(x->fwd_rows == rows && x->fwd_b == b && !scores)) LP_TRY(_lp_x_forward(x, rows, b, owner, scores));
+    /* The run may already hold the forward of exactly these rows: only rows of the
+     * caller's input qualify (they never change; a scratch buffer may, at the same address). */
+    int of_input = rows >= x->input && rows < x->input + x->n * x->per;
+    if (!(of_input && x->fwd_rows == rows && x->fwd_b == b && !scores))
+        LP_TRY(_lp_x_forward(x, rows, b, owner, scores));
     return _lp_x_backward(x, b, owner, rules, at, grad, act);
 }
 
