@@ -12,6 +12,7 @@
  * PY must have captum (default: attrib-venv/bin/python, as the tests make it in the
  * build folder). DIR (default bench-attribution) caches the exported model. */
 #include "loupe.h"
+#include "bench_util.h"
 
 #include <math.h>
 #include <stdio.h>
@@ -38,32 +39,8 @@ static int per_image(const char *m) {
     return 0;
 }
 
-static double now_s(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
 
-static int cmp_double(const void *a, const void *b) {
-    double x = *(const double *)a, y = *(const double *)b;
-    return (x > y) - (x < y);
-}
 
-static void cpu_model(char *buf, size_t len) {
-    snprintf(buf, len, "unknown CPU");
-    FILE *f = fopen("/proc/cpuinfo", "r");
-    if (!f) return;
-    char line[512];
-    while (fgets(line, sizeof line, f)) {
-        char *c = strchr(line, ':');
-        if (!strncmp(line, "model name", 10) && c) {
-            snprintf(buf, len, "%s", c + 2);
-            buf[strcspn(buf, "\n")] = 0;
-            break;
-        }
-    }
-    fclose(f);
-}
 
 static double json_num(const char *js, const char *key) {
     char k[96];
@@ -104,15 +81,6 @@ static int run_peer(const opts *o, const char *mode, const char *methods, const 
     return pclose(p) == 0 ? 0 : -1;
 }
 
-static double rel_l2(const float *a, const float *b, int64_t n) {
-    double num = 0, den = 0;
-    for (int64_t i = 0; i < n; i++) {
-        double d = (double)a[i] - b[i];
-        num += d * d;
-        den += (double)b[i] * b[i];
-    }
-    return sqrt(num) / (den > 0 ? sqrt(den) : 1e-30);
-}
 
 /* The first `n` rows of x, as a view. */
 static lp_tensor rows(const lp_tensor *x, int64_t n) {

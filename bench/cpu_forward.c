@@ -9,6 +9,7 @@
  * tests/oracle/export_models.py (default: $LOUPE_FIXTURES/oracle, else fixtures/oracle,
  * i.e. run from the build folder after `ctest -L oracle`). */
 #include "loupe.h"
+#include "bench_util.h"
 
 #include <math.h>
 #include <omp.h>
@@ -30,32 +31,8 @@ typedef struct bench_row {
     double rel, fwd_ips, grad_ips, peer_fwd, peer_grad;
 } bench_row;
 
-static double now_s(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
 
-static int cmp_double(const void *a, const void *b) {
-    double x = *(const double *)a, y = *(const double *)b;
-    return (x > y) - (x < y);
-}
 
-static void cpu_model(char *buf, size_t len) {
-    snprintf(buf, len, "unknown CPU");
-    FILE *f = fopen("/proc/cpuinfo", "r");
-    if (!f) return;
-    char line[512];
-    while (fgets(line, sizeof line, f)) {
-        char *c = strchr(line, ':');
-        if (!strncmp(line, "model name", 10) && c) {
-            snprintf(buf, len, "%s", c + 2);
-            buf[strcspn(buf, "\n")] = 0;
-            break;
-        }
-    }
-    fclose(f);
-}
 
 static int fail(const char *what) {
     fprintf(stderr, "cpu_forward: %s: %s\n", what, lp_last_error());
@@ -78,15 +55,6 @@ static int time_runs(lp_run *r, const lp_tensor *x, int grad, int iters, double 
     return 0;
 }
 
-static double rel_l2(const float *a, const float *b, int64_t n) {
-    double num = 0, den = 0;
-    for (int64_t i = 0; i < n; i++) {
-        double d = (double)a[i] - b[i];
-        num += d * d;
-        den += (double)b[i] * b[i];
-    }
-    return sqrt(num) / (den > 0 ? sqrt(den) : 1e-30);
-}
 
 /* dir/model/file into path; 0 when it fits. */
 static int fixture_path(char *path, size_t len, const bench_opts *o, const char *model,

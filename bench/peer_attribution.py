@@ -10,9 +10,7 @@
 import argparse
 import json
 import os
-import statistics
 import sys
-import time
 
 import numpy as np
 import torch
@@ -20,21 +18,12 @@ import torchvision
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests", "attrib"))
 import attrib_common as ac  # noqa: E402
+from peer_cpu_forward import median_seconds  # noqa: E402  (this folder is on sys.path)
 
 
 def build(name):
     torch.manual_seed(1234)
     return getattr(torchvision.models, name)(weights=None).eval()
-
-
-def median_seconds(fn, iters):
-    fn()
-    times = []
-    for _ in range(iters):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
 
 
 def last_conv(model):

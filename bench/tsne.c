@@ -9,6 +9,7 @@
  * Run from the repository root; N defaults to 5000 20000 70000. */
 #define _POSIX_C_SOURCE 200809L
 #include "loupe.h"
+#include "bench_util.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -18,11 +19,6 @@
 #define FMNIST "/usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz"
 #define FMNIST_LABELS "/usr/share/datasets/fashion-mnist/train-labels-idx1-ubyte.gz"
 
-static double now_s(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return ts.tv_sec + ts.tv_nsec * 1e-9;
-}
 
 static int die(const char *what) {
     fprintf(stderr, "bench tsne: %s: %s\n", what, lp_last_error());

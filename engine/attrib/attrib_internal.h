@@ -59,6 +59,9 @@ lp_status _lp_x_grads(_lp_xctx *x, const float *rows, int64_t b, const int64_t *
 /* Elements per row of value `at` (NULL: the input) for this run's batch, and its
  * per-row shape (ndim includes the batch dimension, set to 1). */
 lp_status _lp_x_value_size(_lp_xctx *x, const char *at, int64_t *per, int *ndim, int64_t *shape);
+/* The (rule-modified) gradient of the target w.r.t. every input, in batches: *attr new,
+ * of the input's shape. */
+lp_status _lp_x_input_grads(_lp_xctx *x, const lp_rules *rules, lp_tensor **attr);
 /* Rows per pass (opts->batch). */
 int64_t _lp_x_batch(const _lp_xctx *x);
 void _lp_x_progress(_lp_xctx *x, int64_t rows);

@@ -653,24 +653,14 @@ static lp_status m_guided_gradcam(_lp_xctx *x, lp_tensor **attr) {
         lp_tensor_free(gc);
         return s;
     }
-    int64_t bs = _lp_x_batch(x), HW = (int64_t)x->h * x->w;
-    int64_t *owner = lp_malloc((size_t)bs * sizeof *owner);
-    if (!owner) s = LP_ERR_OOM;
-    if (s == LP_OK) s = _lp_x_new_attr(attr, x->n, x->ndim, x->shape);
-    x->total += x->n;
-    for (int64_t i0 = 0; s == LP_OK && i0 < x->n; i0 += bs) {
-        int64_t b = x->n - i0 < bs ? x->n - i0 : bs;
-        float *out = (float *)(*attr)->data + i0 * x->per;
-        for (int64_t j = 0; j < b; j++) owner[j] = i0 + j;
-        s = _lp_x_grads(x, x->input + i0 * x->per, b, owner, &rules, NULL, out, NULL, NULL);
-        for (int64_t j = 0; s == LP_OK && j < b; j++) {
-            const float *g = (const float *)gc->data + (i0 + j) * HW;
-            for (int c = 0; c < x->c; c++)
-                for (int64_t p = 0; p < HW; p++) out[j * x->per + c * HW + p] *= g[p];
-        }
-        if (s == LP_OK) _lp_x_progress(x, b);
+    int64_t HW = (int64_t)x->h * x->w;
+    s = _lp_x_input_grads(x, &rules, attr);
+    for (int64_t i = 0; s == LP_OK && i < x->n; i++) {
+        float *out = (float *)(*attr)->data + i * x->per;
+        const float *g = (const float *)gc->data + i * HW;
+        for (int c = 0; c < x->c; c++)
+            for (int64_t p = 0; p < HW; p++) out[c * HW + p] *= g[p];
     }
-    free(owner);
     _lp_rules_free(&rules);
     lp_tensor_free(gc);
     return s;

@@ -474,22 +474,14 @@ static lp_status m_lrp(_lp_xctx *x, lp_tensor **attr) {
     memcpy(st.high, x->o->high, sizeof st.high);
     st.rule = lp_calloc((size_t)st.n_nodes + 1, sizeof *st.rule);
     st.np = lp_calloc((size_t)st.n_nodes + 1, sizeof *st.np);
-    int64_t bs = _lp_x_batch(x);
-    int64_t *owner = lp_malloc((size_t)bs * sizeof *owner);
     lp_rules r = {0};
-    lp_status s = st.rule && st.np && owner ? LP_OK : LP_ERR_OOM;
+    lp_status s = st.rule && st.np ? LP_OK : LP_ERR_OOM;
     if (s == LP_OK) s = assign_rules(x, &st);
     if (s == LP_OK) s = lrp_rules(&r, &st);
-    if (s == LP_OK) s = _lp_x_new_attr(attr, x->n, x->ndim, x->shape);
-    x->total += x->n;
-    for (int64_t k0 = 0; s == LP_OK && k0 < x->n; k0 += bs) {
-        int64_t b = x->n - k0 < bs ? x->n - k0 : bs;
-        float *o = (float *)(*attr)->data + k0 * x->per;
-        for (int64_t j = 0; j < b; j++) owner[j] = k0 + j;
-        s = _lp_x_grads(x, x->input + k0 * x->per, b, owner, &r, NULL, o, NULL, NULL);
-        for (int64_t j = 0; s == LP_OK && j < b; j++) /* relevance starts as the score */
-            for (int64_t p = 0; p < x->per; p++) o[j * x->per + p] *= x->scores[k0 + j];
-        if (s == LP_OK) _lp_x_progress(x, b);
+    if (s == LP_OK) s = _lp_x_input_grads(x, &r, attr);
+    for (int64_t i = 0; s == LP_OK && i < x->n; i++) { /* relevance starts as the score */
+        float *o = (float *)(*attr)->data + i * x->per;
+        for (int64_t p = 0; p < x->per; p++) o[p] *= x->scores[i];
     }
     for (int i = 0; st.np && st.be && i < st.n_nodes; i++)
         for (int k = 0; k < P_COUNT; k++) {
@@ -499,7 +491,6 @@ static lp_status m_lrp(_lp_xctx *x, lp_tensor **attr) {
     if (r.fn) _lp_rules_free(&r);
     free(st.rule);
     free(st.np);
-    free(owner);
     return s;
 }
 

@@ -197,3 +197,20 @@ void _lp_rules_set(lp_rules *r, const char *type, lp_backward_fn fn) {
     int i = lp_op_index(lp_op_find(type));
     if (i >= 0 && i < r->n) r->fn[i] = fn;
 }
+
+lp_status _lp_x_input_grads(_lp_xctx *x, const lp_rules *rules, lp_tensor **attr) {
+    int64_t bs = _lp_x_batch(x);
+    int64_t *owner = lp_malloc((size_t)bs * sizeof *owner);
+    if (!owner) return LP_ERR_OOM;
+    lp_status s = _lp_x_new_attr(attr, x->n, x->ndim, x->shape);
+    x->total += x->n;
+    for (int64_t i0 = 0; s == LP_OK && i0 < x->n; i0 += bs) {
+        int64_t b = x->n - i0 < bs ? x->n - i0 : bs;
+        for (int64_t j = 0; j < b; j++) owner[j] = i0 + j;
+        s = _lp_x_grads(x, x->input + i0 * x->per, b, owner, rules, NULL, (float *)(*attr)->data + i0 * x->per, NULL,
+                        NULL);
+        if (s == LP_OK) _lp_x_progress(x, b);
+    }
+    free(owner);
+    return s;
+}
