@@ -173,13 +173,15 @@ class Checker:
     def __init__(self):
         self.failed = 0
 
-    def close(self, label, ours, ref, tol):
+    def close(self, label, ours, ref, tol, scale=None):
+        """rel L2 of ours against ref; relative to ||scale|| instead of ||ref|| when given."""
         ours, ref = np.asarray(ours), np.asarray(ref)
         if ours.shape != ref.shape:
             print("FAIL %-44s shape %s vs reference %s" % (label, ours.shape, ref.shape))
             self.failed += 1
             return
-        e = rel_l2(ours, ref)
+        e = rel_l2(ours, ref) if scale is None else rel_l2(ours, ref) * np.linalg.norm(ref) / max(
+            np.linalg.norm(np.asarray(scale, dtype=np.float64)), 1e-30)
         ok = e <= tol
         print("%s %-44s rel L2 %.2e (tol %.0e)" % ("ok  " if ok else "FAIL", label, e, tol))
         self.failed += not ok
