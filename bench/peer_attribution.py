@@ -88,19 +88,27 @@ def main():
         p.requires_grad_(False)
     if a.prepare:
         os.makedirs(a.dir, exist_ok=True)
-        x1 = next(ac.photo_crops())
+        # The first photo crop where the model is smooth (no max-pool near-tie), so that
+        # validation measures Loupe and not float rounding at a tie (tests/attrib).
+        m64 = build(a.model).double()
+        crops = list(ac.photo_crops())
+        x1 = next((c for c in crops if ac.sensitivity(m64, c) < 1e-9), crops[0])
         x = np.ascontiguousarray(np.repeat(x1[None], a.batch, axis=0))
         np.save(os.path.join(a.dir, "input.npy"), x)
         torch.onnx.export(model, torch.zeros(1, 3, 224, 224), os.path.join(a.dir, "model.onnx"), opset_version=13,
                           input_names=["input"], output_names=["logits"],
                           dynamic_axes={"input": {0: "n"}, "logits": {0: "n"}})
         from captum.attr import Saliency
-        m64 = build(a.model).double()
         x64 = torch.from_numpy(x[:1]).double()
         with torch.no_grad():
             t = m64(x64).argmax(1)
-        ref = Saliency(m64).attribute(x64, target=t).detach().numpy().astype(np.float32)
-        np.save(os.path.join(a.dir, "saliency_ref.npy"), ref)
+        ref = Saliency(m64).attribute(x64, target=t).detach().numpy()
+        np.save(os.path.join(a.dir, "saliency_ref.npy"), ref.astype(np.float32))
+        # The validation bound: 1e-3, or 3x fp32 PyTorch's own distance from float64 if
+        # larger (a deep net at random init loses digits in any fp32 engine).
+        s32 = Saliency(model).attribute(torch.from_numpy(x[:1]), target=t).detach().numpy()
+        with open(os.path.join(a.dir, "bound.txt"), "w") as f:
+            f.write("%.3e\n" % max(1e-3, 3 * ac.rel_l2(s32, ref)))
         return
     x = torch.from_numpy(np.load(os.path.join(a.dir, "input.npy")))
     with torch.no_grad():
