@@ -56,8 +56,12 @@ lp_status lp_bcast_make(int na, const int64_t *a, int nb, const int64_t *b, lp_b
         if (db == 1 && da == 0) out->shape[i] = 0;
         out->sa[i] = (da == 1 && out->shape[i] != 1) ? 0 : stride_a;
         out->sb[i] = (db == 1 && out->shape[i] != 1) ? 0 : stride_b;
-        stride_a *= da;
-        stride_b *= db;
+        /* Shapes come from files: a product past int64 is an error, not undefined. */
+        if (__builtin_mul_overflow(stride_a, da, &stride_a) || __builtin_mul_overflow(stride_b, db, &stride_b)) {
+            char sa[96], sb[96];
+            return lp_fail(LP_ERR_SHAPE, "shapes %s and %s are too large to broadcast",
+                           lp_shape_str(na, a, sa, sizeof sa), lp_shape_str(nb, b, sb, sizeof sb));
+        }
     }
     return LP_OK;
 }
