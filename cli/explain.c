@@ -335,13 +335,9 @@ int cmd_explain(int argc, char **argv) {
             methods[n_methods++] = lp_explain_method_name(i);
     } else {
         for (char *tok = strtok_r(mdup, ",", &save); tok; tok = strtok_r(NULL, ",", &save)) {
-            int found = 0;
-            for (int i = 0; i < lp_explain_method_count(); i++)
-                if (!strcmp(tok, lp_explain_method_name(i)) || (!strcmp(tok, "deconvolution") && !strcmp(lp_explain_method_name(i), "deconvnet"))) {
-                    methods[n_methods++] = lp_explain_method_name(i);
-                    found = 1;
-                }
-            if (!found) {
+            const char *name = lp_explain_method_find(tok);
+            if (name) methods[n_methods++] = name;
+            else {
                 int rc = cli_fail("--method: unknown method '%s' (valid: %s)", tok, lp_explain_method_list());
                 free(mdup);
                 return rc;

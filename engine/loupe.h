@@ -185,6 +185,9 @@ const char *lp_explain_method_name(int i);
 const char *lp_explain_method_summary(int i);
 /* Comma-separated list of every method, for messages. */
 const char *lp_explain_method_list(void);
+/* The method's name as listed, for a name or an alias (Captum's "deconvolution");
+ * NULL if there is no such method. */
+const char *lp_explain_method_find(const char *name);
 
 typedef enum lp_target_kind {
     LP_TARGET_TOP1 = 0, /* the predicted class of each input (default) */

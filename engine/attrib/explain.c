@@ -7,6 +7,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+static const _lp_method *method_find(const char *name);
+
 static const _lp_method *const families[] = {_lp_methods_grad, _lp_methods_lrp, _lp_methods_cam,
                                              _lp_methods_perturb};
 #define N_FAMILIES (int)(sizeof families / sizeof families[0])
@@ -41,6 +43,11 @@ const char *lp_explain_method_list(void) {
     for (int i = 0; method_at(i); i++)
         len += (size_t)snprintf(buf + len, sizeof buf - len, "%s%s", i ? ", " : "", method_at(i)->name);
     return buf;
+}
+
+const char *lp_explain_method_find(const char *name) {
+    const _lp_method *m = method_find(name);
+    return m ? m->name : NULL;
 }
 
 static const _lp_method *method_find(const char *name) {
