@@ -119,7 +119,8 @@ int cmd_activations(int argc, char **argv) {
             goto out;
         }
     }
-    if (lp_run_new(m, co.device, &r) != LP_OK || lp_run_capture(r, all ? "*" : value) != LP_OK) {
+    if (cli_run_new(m, &co, &r)) goto out;
+    if (lp_run_capture(r, all ? "*" : value) != LP_OK) {
         rc = cli_lib_fail();
         goto out;
     }

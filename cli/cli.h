@@ -46,23 +46,28 @@ void cli_pre_defaults(cli_pre_opts *o);
 #define CLI_OPT_MEAN 1003
 #define CLI_OPT_STD 1004
 #define CLI_OPT_DEVICE 1005
+#define CLI_OPT_PRECISION 1006
 #define CLI_PRE_LONGOPTS                                                                       \
     {"size", required_argument, 0, CLI_OPT_SIZE}, {"crop", required_argument, 0, CLI_OPT_CROP}, \
         {"mean", required_argument, 0, CLI_OPT_MEAN}, {"std", required_argument, 0, CLI_OPT_STD},  \
-        {"device", required_argument, 0, CLI_OPT_DEVICE}
+        {"device", required_argument, 0, CLI_OPT_DEVICE}, {"precision", required_argument, 0, CLI_OPT_PRECISION}
 #define CLI_PRE_HELP                                                                             \
     "  --size N         resize the shorter image side to N (default: from the model's input)\n"   \
     "  --crop N         center-crop N x N (default: the model's input size)\n"                    \
     "  --mean a,b,c     per-channel mean to subtract (default: ImageNet's for 3-channel\n"         \
     "                   inputs of 64 px or more, else 0)\n"                                        \
     "  --std a,b,c      per-channel std to divide by (default: ImageNet's, else 1)\n"              \
-    "  --device D       cpu, cuda or auto (default: auto)\n"
+    "  --device D       cpu, cuda or auto (default: auto)\n"                                     \
+    "  --precision P    fp32 (default, exact), tf32 or bf16 (tensor cores; CUDA only)\n"
 typedef struct cli_common {
     cli_pre_opts pre;
     lp_device device;
+    lp_precision precision;
 } cli_common;
 void cli_common_init(cli_common *o);
 int cli_common_option(int c, const char *arg, cli_common *o);
+/* A run of the model on the chosen device and precision; 0, or 1 after printing. */
+int cli_run_new(lp_model *m, const cli_common *o, lp_run **out);
 /* MODEL is optional: argv[*optind] if it ends with .onnx (advancing *optind), else the default. */
 const char *cli_model_arg(int argc, char **argv, int *optind_);
 /* Parse "a,b,c" (1 or 3 floats) into v; returns count or -1. */

@@ -58,6 +58,7 @@ void cli_pre_defaults(cli_pre_opts *o) {
 }
 
 void cli_common_init(cli_common *o) {
+    memset(o, 0, sizeof *o); /* precision fp32 */
     cli_pre_defaults(&o->pre);
     lp_device_parse("auto", &o->device);
 }
@@ -91,8 +92,22 @@ int cli_common_option(int c, const char *arg, cli_common *o) {
     case CLI_OPT_DEVICE:
         if (lp_device_parse(arg, &o->device) != LP_OK) return cli_lib_fail(), 0;
         return 1;
+    case CLI_OPT_PRECISION:
+        if (lp_precision_parse(arg, &o->precision) != LP_OK) return cli_lib_fail(), 0;
+        return 1;
     }
     return -1;
+}
+
+int cli_run_new(lp_model *m, const cli_common *o, lp_run **out) {
+    *out = NULL;
+    if (lp_run_new(m, o->device, out) != LP_OK) return cli_lib_fail(), 1;
+    if (lp_run_set_precision(*out, o->precision) != LP_OK) {
+        lp_run_free(*out);
+        *out = NULL;
+        return cli_lib_fail(), 1;
+    }
+    return 0;
 }
 
 const char *cli_model_arg(int argc, char **argv, int *optind_) {

@@ -172,7 +172,8 @@ int cmd_embed(int argc, char **argv) {
     }
     int64_t n = x->shape[0];
     if (a.labels_path && cli_tsne_load_labels(a.labels_path, n, limit > 0, &labels)) goto out;
-    if (lp_run_new(m, co.device, &r) != LP_OK || lp_run_capture(r, value) != LP_OK) {
+    if (cli_run_new(m, &co, &r)) goto out;
+    if (lp_run_capture(r, value) != LP_OK) {
         rc = cli_lib_fail();
         goto out;
     }

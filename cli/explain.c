@@ -48,7 +48,6 @@ static void help(void) {
            "  --cells N        rise grid (7)    --keep P  rise keep probability (0.5)\n"
            "  --seed N         noise, baselines and masks (42)\n"
            "  --batch N        rows per forward/backward pass (16)\n"
-           "  --precision P    fp32 (default; tf32 and bf16 need the CUDA backend)\n"
            "output:\n"
            "  -o, --out DIR    output folder (default: explain)\n"
            "  --npy-out F      also write the raw map of the (single) method to F\n"
@@ -180,8 +179,7 @@ static void on_progress(void *user, int64_t done, int64_t total) {
 enum {
     O_TARGET = 2000, O_NEURON, O_CHANNEL, O_LAYER, O_STEPS, O_IGRULE, O_BASELINE, O_BLUR, O_SAMPLES, O_NOISE,
     O_LRP, O_EPS, O_GAMMA, O_PATCH, O_STRIDE, O_FILL, O_MASKS, O_CELLS, O_KEEP, O_SEED, O_BATCH, O_NPY,
-    O_NOREPORT, O_SIGN, O_REDUCE, O_CLIP, O_CMAP, O_ALPHA, O_LABELS, O_NOISE_NPY, O_ALPHAS_NPY, O_MASKS_NPY,
-    O_PRECISION
+    O_NOREPORT, O_SIGN, O_REDUCE, O_CLIP, O_CMAP, O_ALPHA, O_LABELS, O_NOISE_NPY, O_ALPHAS_NPY, O_MASKS_NPY
 };
 
 int cmd_explain(int argc, char **argv) {
@@ -204,7 +202,7 @@ int cmd_explain(int argc, char **argv) {
         {"alpha", required_argument, 0, O_ALPHA}, {"labels", required_argument, 0, O_LABELS},
         /* replay a reference library's random draws (used by the oracle tests) */
         {"noise-npy", required_argument, 0, O_NOISE_NPY}, {"alphas-npy", required_argument, 0, O_ALPHAS_NPY},
-        {"masks-npy", required_argument, 0, O_MASKS_NPY}, {"precision", required_argument, 0, O_PRECISION},
+        {"masks-npy", required_argument, 0, O_MASKS_NPY},
         CLI_PRE_LONGOPTS, {0, 0, 0, 0}};
     static const char *const ig_rules[] = {"gausslegendre", "riemann_left", "riemann_right", "riemann_middle",
                                            "riemann_trapezoid"};
@@ -305,12 +303,6 @@ int cmd_explain(int argc, char **argv) {
         case O_NOISE_NPY: noise_npy = optarg; break;
         case O_ALPHAS_NPY: alphas_npy = optarg; break;
         case O_MASKS_NPY: masks_npy = optarg; break;
-        case O_PRECISION:
-            /* Reduced precision is the CUDA backend's (tensor cores); the CPU is fp32. */
-            if (!strcmp(optarg, "tf32") || !strcmp(optarg, "bf16"))
-                return cli_fail("--precision %s needs the CUDA backend, which this build does not have yet; use fp32", optarg);
-            if (strcmp(optarg, "fp32")) return cli_fail("--precision: unknown value '%s' (valid: fp32, tf32, bf16)", optarg);
-            break;
         default: {
             int r = cli_common_option(c, optarg, &co);
             if (r == 1) break;
@@ -362,10 +354,11 @@ int cmd_explain(int argc, char **argv) {
     } else if (!strcmp(model_path, cli_default_model())) {
         n_names = cli_read_labels(cli_default_labels(), &names);
     }
-    if (lp_model_load(model_path, &m) != LP_OK || lp_run_new(m, co.device, &r) != LP_OK) {
+    if (lp_model_load(model_path, &m) != LP_OK) {
         rc = cli_lib_fail();
         goto out;
     }
+    if (cli_run_new(m, &co, &r)) goto out;
     if (cli_load_inputs(m, n_in, argv + optind, &co.pre, &x)) goto out;
     cli_resolve_pre(m, &co.pre, &rep.pre);
     /* What black is, and the input's range (LRP's zB box), after this normalisation. */

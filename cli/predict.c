@@ -68,10 +68,11 @@ int cmd_predict(int argc, char **argv) {
     lp_tensor *x = NULL, *all = NULL;
     float *host = NULL;
     int rc = 1;
-    if (lp_model_load(model_path, &m) != LP_OK || lp_run_new(m, co.device, &r) != LP_OK) {
+    if (lp_model_load(model_path, &m) != LP_OK) {
         rc = cli_lib_fail();
         goto out;
     }
+    if (cli_run_new(m, &co, &r)) goto out;
     /* A single .npy is one batch; images go in chunks of --batch. */
     int npy = n_in == 1 && strlen(inputs[0]) > 4 && !strcmp(inputs[0] + strlen(inputs[0]) - 4, ".npy");
     int64_t done = 0, classes = 0, total = 0;

@@ -3,6 +3,7 @@
 #include "internal.h"
 
 #include <inttypes.h>
+#include <stdio.h>
 #include <string.h>
 
 const lp_backend *lp_backend_get(lp_device dev) {
@@ -13,6 +14,58 @@ const lp_backend *lp_backend_get(lp_device dev) {
 }
 
 const char *lp_device_name(lp_device d) { return d == LP_DEVICE_CUDA ? "cuda" : "cpu"; }
+
+const char *lp_device_description(lp_device d) {
+    static char cpu[256];
+    if (d == LP_DEVICE_CUDA) return lp_cuda_device_name();
+    if (!cpu[0]) {
+        snprintf(cpu, sizeof cpu, "unknown CPU");
+        FILE *f = fopen("/proc/cpuinfo", "r");
+        char line[512];
+        while (f && fgets(line, sizeof line, f)) {
+            char *c = strchr(line, ':');
+            if (!strncmp(line, "model name", 10) && c) {
+                snprintf(cpu, sizeof cpu, "%s", c + 2);
+                cpu[strcspn(cpu, "\n")] = 0;
+                break;
+            }
+        }
+        if (f) fclose(f);
+    }
+    return cpu;
+}
+
+lp_status lp_device_sync(lp_device d) {
+    const lp_backend *be = lp_backend_get(d);
+    return be ? be->sync() : LP_ERR_DEVICE;
+}
+
+lp_status lp_device_memory(lp_device d, lp_memory_stats *out) {
+    memset(out, 0, sizeof *out);
+    if (d == LP_DEVICE_CUDA) return lp_cuda_memory_stats(out);
+    return lp_fail(LP_ERR_DEVICE, "memory statistics are kept for the CUDA device only");
+}
+void lp_device_memory_reset_peak(lp_device d) {
+    if (d == LP_DEVICE_CUDA) lp_cuda_memory_reset_peak();
+}
+void lp_device_memory_trim(lp_device d) {
+    if (d == LP_DEVICE_CUDA) lp_cuda_memory_trim();
+}
+
+static const char *const precision_names[] = {"fp32", "tf32", "bf16"};
+
+const char *lp_precision_name(lp_precision p) {
+    return (unsigned)p < 3 ? precision_names[p] : "?";
+}
+
+lp_status lp_precision_parse(const char *s, lp_precision *out) {
+    for (int i = 0; i < 3; i++)
+        if (!strcmp(s, precision_names[i])) {
+            *out = (lp_precision)i;
+            return LP_OK;
+        }
+    return lp_fail(LP_ERR_ARG, "unknown precision '%s' (valid: fp32, tf32, bf16)", s);
+}
 
 lp_status lp_device_parse(const char *s, lp_device *out) {
     if (!strcmp(s, "cpu")) {

@@ -152,6 +152,13 @@ typedef struct lp_backend {
 const lp_backend *lp_backend_cpu(void);
 /* NULL (with an LP_ERR_DEVICE message) when built without CUDA or no device. */
 const lp_backend *lp_backend_cuda(void);
+/* The CUDA table whose convolutions and GEMMs use precision p (NULL as above). */
+const lp_backend *lp_backend_cuda_precision(lp_precision p);
+/* CUDA device facts and the caching allocator's counters (stubs without CUDA). */
+const char *lp_cuda_device_name(void);
+lp_status lp_cuda_memory_stats(lp_memory_stats *out);
+void lp_cuda_memory_reset_peak(void);
+void lp_cuda_memory_trim(void);
 /* The backend for a device, or NULL with a message. */
 const lp_backend *lp_backend_get(lp_device dev);
 

@@ -19,7 +19,7 @@ struct lp_run {
     char *capture;     /* values the caller asked for */
     int capture_all;
     int has_forward;
-    int64_t gen;       /* the model's structure is fixed for a run; weights may change */
+    int64_t gen;       /* the model's weights_gen the device copies hold (-1: none yet) */
 };
 
 static lp_status value_id(const lp_run *r, const char *name, int *id) {
@@ -40,6 +40,7 @@ lp_status lp_run_new(lp_model *m, lp_device dev, lp_run **out) {
     r->m = m;
     r->dev = dev;
     r->be = be;
+    r->gen = -1;
     r->val = lp_calloc(nv, sizeof *r->val);
     r->owned = lp_calloc(nv, 1);
     r->grad = lp_calloc(nv, sizeof *r->grad);
@@ -51,6 +52,17 @@ lp_status lp_run_new(lp_model *m, lp_device dev, lp_run **out) {
         return LP_ERR_OOM;
     }
     *out = r;
+    return LP_OK;
+}
+
+lp_status lp_run_set_precision(lp_run *r, lp_precision p) {
+    if (p == LP_PREC_FP32 && r->dev == LP_DEVICE_CPU) return LP_OK;
+    if (r->dev != LP_DEVICE_CUDA)
+        return lp_fail(LP_ERR_DEVICE, "precision %s needs the CUDA backend (tensor cores); the CPU computes in fp32",
+                       lp_precision_name(p));
+    const lp_backend *be = lp_backend_cuda_precision(p);
+    if (!be) return LP_ERR_DEVICE;
+    r->be = be;
     return LP_OK;
 }
 
@@ -98,6 +110,8 @@ static lp_status ensure_tensor(lp_run *r, int v, const lp_shape *s, lp_dtype dt)
 /* Constants live in the model on the host; on another device the run keeps a copy. */
 static lp_status bind_constants(lp_run *r) {
     lp_model *m = r->m;
+    /* Device copies of the weights stay valid until the host weights change. */
+    if (r->dev != LP_DEVICE_CPU && r->gen == m->weights_gen) return LP_OK;
     for (int v = 0; v < m->n_values; v++) {
         lp_tensor *init = m->values[v].init;
         if (!init) continue;
@@ -106,11 +120,11 @@ static lp_status bind_constants(lp_run *r) {
             r->val[v] = init;
             r->owned[v] = 0;
         } else {
-            /* Re-upload each forward: trainers update the host weights in place. */
             LP_TRY(ensure_tensor(r, v, &r->shapes[v], init->dtype));
             LP_TRY(r->be->upload(r->val[v]->data, init->data, init->nbytes));
         }
     }
+    r->gen = m->weights_gen;
     return LP_OK;
 }
 

@@ -98,6 +98,7 @@ struct lp_model {
     int outputs[8];
     int64_t opset;
     char *producer;
+    int64_t weights_gen;    /* bumped whenever host initializers change (the trainer) */
 };
 
 /* Builder, used by the ONNX importer, the trainer and tests. */

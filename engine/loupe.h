@@ -64,6 +64,27 @@ int lp_cuda_device_count(void);
 /* Parse "cpu" | "cuda" | "auto" into a device; auto picks CUDA when present. */
 lp_status lp_device_parse(const char *s, lp_device *out);
 const char *lp_device_name(lp_device d);
+/* The device's model name ("NVIDIA H200", or the CPU's from /proc/cpuinfo). */
+const char *lp_device_description(lp_device d);
+/* Wait until the device has finished all queued work (timing, host reads). */
+lp_status lp_device_sync(lp_device d);
+
+/* Device memory as Loupe's caching allocator sees it: bytes handed out now, the most
+ * ever handed out since the last reset, and bytes held in the cache for reuse. */
+typedef struct lp_memory_stats {
+    int64_t in_use, peak, cached;
+} lp_memory_stats;
+lp_status lp_device_memory(lp_device d, lp_memory_stats *out);
+void lp_device_memory_reset_peak(lp_device d);
+/* Give cached device memory back to the driver. */
+void lp_device_memory_trim(lp_device d);
+
+/* Math of convolutions and GEMMs. fp32: exact IEEE float (TF32 off); tf32: tensor
+ * cores with TF32 inputs; bf16: tensor cores, bfloat16 inputs in NHWC, fp32
+ * accumulation. Everything else stays fp32. tf32 and bf16 need the CUDA backend. */
+typedef enum lp_precision { LP_PREC_FP32 = 0, LP_PREC_TF32 = 1, LP_PREC_BF16 = 2 } lp_precision;
+lp_status lp_precision_parse(const char *s, lp_precision *out);
+const char *lp_precision_name(lp_precision p);
 
 /* ---- models (the graph IR) ---------------------------------------------------- */
 typedef struct lp_model lp_model;
@@ -108,6 +129,9 @@ typedef struct lp_rules lp_rules;
 
 lp_status lp_run_new(lp_model *m, lp_device dev, lp_run **out);
 void lp_run_free(lp_run *r);
+/* Precision of this run's convolutions and GEMMs (default fp32); LP_ERR_DEVICE for
+ * tf32/bf16 on the CPU. */
+lp_status lp_run_set_precision(lp_run *r, lp_precision p);
 /* Keep the named value (or every value with "*") after forward, for reading. */
 lp_status lp_run_capture(lp_run *r, const char *value_name);
 /* Run forward on `input` (N x ... ; any device). The batch size may differ from

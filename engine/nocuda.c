@@ -8,4 +8,18 @@ const lp_backend *lp_backend_cuda(void) {
     lp_fail(LP_ERR_DEVICE, "this build of Loupe has no CUDA backend (configure with -DLOUPE_CUDA=ON)");
     return NULL;
 }
+
+const lp_backend *lp_backend_cuda_precision(lp_precision p) {
+    (void)p;
+    return lp_backend_cuda();
+}
+
+const char *lp_cuda_device_name(void) { return "no CUDA device (built without CUDA)"; }
+
+lp_status lp_cuda_memory_stats(lp_memory_stats *out) {
+    (void)out;
+    return lp_fail(LP_ERR_DEVICE, "this build of Loupe has no CUDA backend");
+}
+void lp_cuda_memory_reset_peak(void) {}
+void lp_cuda_memory_trim(void) {}
 #endif

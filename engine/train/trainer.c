@@ -164,6 +164,7 @@ static lp_status sgd_step(trainer *t, lp_model *m, const lp_train_opts *o) {
         }
         LP_TRY(cpu->sgd_momentum(n, o->lr, o->momentum, o->weight_decay, v->init->data, gd, t->mom[i]));
     }
+    m->weights_gen++; /* device copies of the weights are stale now */
     return LP_OK;
 }
 
