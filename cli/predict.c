@@ -73,6 +73,10 @@ int cmd_predict(int argc, char **argv) {
         goto out;
     }
     if (cli_run_new(m, &co, &r)) goto out;
+    if (lp_run_set_forward_only(r, 1) != LP_OK) { /* logits only: memory is the working set */
+        rc = cli_lib_fail();
+        goto out;
+    }
     /* A single .npy is one batch; images go in chunks of --batch. */
     int npy = n_in == 1 && strlen(inputs[0]) > 4 && !strcmp(inputs[0] + strlen(inputs[0]) - 4, ".npy");
     int64_t done = 0, classes = 0, total = 0;

@@ -20,6 +20,8 @@ struct lp_run {
     int capture_all;
     int has_forward;
     int64_t gen;       /* the model's weights_gen the device copies hold (-1: none yet) */
+    int forward_only;  /* free each activation after its last reader (no backward) */
+    int *last_use;     /* per value: index of the last node that reads it (forward_only) */
 };
 
 static lp_status value_id(const lp_run *r, const char *name, int *id) {
@@ -78,7 +80,33 @@ void lp_run_free(lp_run *r) {
     free(r->grad_live);
     free(r->shapes);
     free(r->capture);
+    free(r->last_use);
     free(r);
+}
+
+lp_status lp_run_set_forward_only(lp_run *r, int on) {
+    r->forward_only = on != 0;
+    if (!on || r->last_use) return LP_OK;
+    r->last_use = lp_calloc((size_t)r->m->n_values + 1, sizeof *r->last_use);
+    if (!r->last_use) return LP_ERR_OOM;
+    for (int v = 0; v < r->m->n_values; v++) r->last_use[v] = -1;
+    for (int i = 0; i < r->m->n_nodes; i++)
+        for (int k = 0; k < r->m->nodes[i].n_in; k++)
+            if (r->m->nodes[i].in[k] >= 0) r->last_use[r->m->nodes[i].in[k]] = i;
+    for (int k = 0; k < r->m->n_outputs; k++) r->last_use[r->m->outputs[k]] = r->m->n_nodes; /* kept */
+    return LP_OK;
+}
+
+/* forward_only: give back the activations node i was the last to read. The caching
+ * allocator hands the memory to the next layer, so the peak is the working set. */
+static void release_inputs(lp_run *r, const lp_node *n, int i) {
+    for (int k = 0; k < n->n_in; k++) {
+        int v = n->in[k];
+        if (v < 0 || !r->owned[v] || r->last_use[v] != i || r->capture_all || r->capture[v]) continue;
+        lp_tensor_free(r->val[v]);
+        r->val[v] = NULL;
+        r->owned[v] = 0;
+    }
 }
 
 lp_status lp_run_capture(lp_run *r, const char *name) {
@@ -177,6 +205,7 @@ lp_status lp_run_forward(lp_run *r, const lp_tensor *input) {
             char ctx[512];
             return lp_fail_prefix(s, "%s", lp_node_ctx(m, n, ctx, sizeof ctx));
         }
+        if (r->forward_only) release_inputs(r, n, i);
     }
     r->has_forward = 1;
     return LP_OK;
@@ -191,6 +220,7 @@ lp_status _lp_run_forward_from(lp_run *r, const char *name, const lp_tensor *val
     int id;
     LP_TRY(value_id(r, name, &id));
     if (!r->has_forward) return lp_fail(LP_ERR_ARG, "forward from '%s' needs a forward pass first", name);
+    if (r->forward_only) return lp_fail(LP_ERR_ARG, "forward from '%s': this run is forward-only (its activations are freed)", name);
     if (!r->owned[id] || m->values[id].init)
         return lp_fail(LP_ERR_ARG, "value '%s' is a constant of the model, not an activation", name);
     lp_shape vs = lp_tensor_shape(value);
@@ -270,6 +300,7 @@ lp_status lp_run_backward(lp_run *r, const lp_backward_opts *opts) {
     lp_backward_opts dflt = {0};
     if (!opts) opts = &dflt;
     if (!r->has_forward) return lp_fail(LP_ERR_ARG, "backward needs a forward pass first");
+    if (r->forward_only) return lp_fail(LP_ERR_ARG, "backward: this run is forward-only (its activations are freed)");
     int of = m->n_outputs ? m->outputs[0] : -1;
     if (opts->of) LP_TRY(value_id(r, opts->of, &of));
     if (of < 0) return lp_fail(LP_ERR_ARG, "the model has no output to differentiate");

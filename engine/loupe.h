@@ -132,6 +132,10 @@ void lp_run_free(lp_run *r);
 /* Precision of this run's convolutions and GEMMs (default fp32); LP_ERR_DEVICE for
  * tf32/bf16 on the CPU. */
 lp_status lp_run_set_precision(lp_run *r, lp_precision p);
+/* Forward-only runs free each activation once the last layer that reads it has run
+ * (captured values and outputs stay), so memory is the working set, not the whole
+ * network; backward is then refused. Off by default. */
+lp_status lp_run_set_forward_only(lp_run *r, int on);
 /* Keep the named value (or every value with "*") after forward, for reading. */
 lp_status lp_run_capture(lp_run *r, const char *value_name);
 /* Run forward on `input` (N x ... ; any device). The batch size may differ from

@@ -45,7 +45,9 @@ static lp_status ctx_init(void) {
     struct cudaDeviceProp prop;
     LP_CUDA(cudaGetDeviceProperties(&prop, ctx.device));
     snprintf(ctx.name, sizeof ctx.name, "%s", prop.name);
-    LP_CUDA(cudaStreamCreateWithFlags(&ctx.stream, cudaStreamNonBlocking));
+    /* A blocking stream: ordered against the legacy default stream, which t-SNE's
+     * kernels and plain cudaMemcpy use, so the two never race. */
+    LP_CUDA(cudaStreamCreateWithFlags(&ctx.stream, cudaStreamDefault));
     LP_DNN(cudnnCreate(&ctx.dnn));
     LP_DNN(cudnnSetStream(ctx.dnn, ctx.stream));
     LP_BLAS(cublasCreate(&ctx.blas));
@@ -242,7 +244,10 @@ lp_status _lp_cuda_scratch(lp_cuda_slot slot, size_t bytes, void **p) {
         size_t want = bytes + bytes / 4; /* room to grow a little without churn */
         void *q = NULL;
         lp_status s = _lp_cuda_alloc(want, &q);
-        if (s) s = _lp_cuda_alloc(bytes, &q), want = bytes;
+        if (s) { /* no room for the margin: exactly what was asked */
+            want = bytes;
+            s = _lp_cuda_alloc(want, &q);
+        }
         if (s) return s;
         slot_ptr[slot] = q;
         slot_size[slot] = want;

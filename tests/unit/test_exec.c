@@ -105,6 +105,39 @@ static void test_forward_batch_and_capture(void **state) {
     lp_model_free(m);
 }
 
+/* Forward-only runs free what no later layer reads: same logits, the intermediates
+ * gone unless captured, backward refused with a message. */
+static void test_forward_only(void **state) {
+    (void)state;
+    lp_model *m = build();
+    lp_run *r;
+    assert_int_equal(lp_run_new(m, LP_DEVICE_CPU, &r), LP_OK);
+    assert_int_equal(lp_run_set_forward_only(r, 1), LP_OK);
+    assert_int_equal(lp_run_capture(r, "r"), LP_OK);
+    tu_rng g = {9};
+    int64_t xs[4] = {2, C, H, W};
+    lp_tensor *x = rand_tensor(&g, 4, xs, 1.0f);
+    for (int pass = 0; pass < 2; pass++) { /* the second pass re-creates what the first freed */
+        assert_int_equal(lp_run_forward(r, x), LP_OK);
+        const lp_tensor *y = lp_run_output(r);
+        assert_non_null(y);
+        assert_null(lp_run_value(r, "c"));
+        assert_null(lp_run_value(r, "f"));
+        assert_non_null(lp_run_value(r, "r"));
+        for (int n = 0; n < 2; n++) {
+            double cr[K * H * W], yr[F];
+            ref_forward(m, (float *)x->data + n * C * H * W, cr, yr);
+            assert_true(tu_rel_l2_d((float *)y->data + n * F, yr, F) < 1e-5);
+        }
+    }
+    lp_backward_opts bo = {0};
+    assert_int_equal(lp_run_backward(r, &bo), LP_ERR_ARG);
+    assert_non_null(strstr(lp_last_error(), "forward-only"));
+    lp_tensor_free(x);
+    lp_run_free(r);
+    lp_model_free(m);
+}
+
 /* Objective: sum(seed * y). Gradients against central differences in double. */
 static double objective(lp_model *m, const float *x, const float *seed) {
     double c[K * H * W], y[F], s = 0;
@@ -256,6 +289,7 @@ static void test_input_errors(void **state) {
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_forward_batch_and_capture),
+        cmocka_unit_test(test_forward_only),
         cmocka_unit_test(test_backward_input_and_weights),
         cmocka_unit_test(test_rule_override),
         cmocka_unit_test(test_input_errors),
