@@ -5,6 +5,9 @@
  * taken in double. Tolerance: max |analytic - numeric| <= 1e-2 * max(1, max |grad|).
  * Nodes are built with the builder API so check()/infer() run as for real models.
  * Also: registry, error messages, MACs and the int64 (folding) forwards.
+ * With LOUPE_OPS_TWIN=cuda (CTest gpu.ops_twins) every op's forward and backward also
+ * runs on the CUDA backend on the same inputs and must match the CPU's (rel L2 <=
+ * TWIN_TOL); without a GPU that run prints "SKIPPED: ..." and exits 0.
  * Run: build-X/tests/test_ops_grad (or ctest -R ops_grad). */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -160,6 +163,96 @@ static lp_status run_fwd(lp_ctx *c, const lp_node *n, lp_tensor **in, lp_tensor 
     return n->op->forward(c, n, (lp_tensor *const *)in, (lp_tensor *const *)out);
 }
 
+/* ---- the CUDA twin ---------------------------------------------------------------- */
+
+#define TWIN_TOL 1e-5
+static int twin_on;       /* LOUPE_OPS_TWIN=cuda */
+static int twin_failures; /* counted across tests; main fails the run on any */
+
+static double rel_l2(const float *a, const float *b, int64_t n) {
+    double num = 0, den = 0;
+    for (int64_t i = 0; i < n; i++) {
+        double d = (double)a[i] - b[i];
+        num += d * d;
+        den += (double)b[i] * b[i];
+    }
+    return den > 0 ? sqrt(num / den) : sqrt(num);
+}
+
+/* A device copy of a float tensor (int64 tensors live on the host on every backend). */
+static lp_tensor *to_device(const lp_tensor *t) {
+    if (!t || t->dtype != LP_F32) return (lp_tensor *)t;
+    lp_tensor *d = NULL;
+    assert_int_equal(lp_tensor_clone(&d, t, LP_DEVICE_CUDA), LP_OK);
+    return d;
+}
+
+static void compare(const char *op, const char *what, const lp_tensor *dev, const float *ref, const float *base) {
+    int64_t n = lp_tensor_numel(dev);
+    float *h = malloc(sizeof(float) * (size_t)(n ? n : 1));
+    float *r = malloc(sizeof(float) * (size_t)(n ? n : 1));
+    assert_non_null(h);
+    assert_non_null(r);
+    assert_int_equal(lp_tensor_read(dev, h, sizeof(float) * (size_t)n), LP_OK);
+    for (int64_t i = 0; i < n; i++) {
+        r[i] = ref[i] - (base ? base[i] : 0.f);
+        h[i] -= base ? base[i] : 0.f;
+    }
+    double e = rel_l2(h, r, n);
+    int ok = e <= TWIN_TOL;
+    printf("twin %-22s %-10s %8lld elems  rel L2 %.2e  (bound %.0e)  %s\n", op, what, (long long)n, e, TWIN_TOL,
+           ok ? "PASS" : "FAIL");
+    if (!ok) twin_failures++;
+    free(h);
+    free(r);
+}
+
+/* The node's forward and backward on CUDA against the CPU's results: outputs out, and
+ * gradients din (= pre + gradient, both sides starting from the same pre). */
+static void twin_check(gc *g, const lp_node *n, lp_tensor **in, lp_tensor **out, lp_tensor **w, lp_tensor **din,
+                       lp_tensor **pre) {
+    if (!twin_on) return;
+    lp_ctx c = {lp_backend_cuda(), g->m, NULL};
+    assert_non_null(c.be);
+    lp_tensor *gin[LP_MAX_IO] = {0}, *gout[LP_MAX_IO] = {0}, *gw[LP_MAX_IO] = {0}, *gdin[LP_MAX_IO] = {0};
+    for (int i = 0; i < g->n_in; i++) {
+        gin[i] = in[i] ? to_device(in[i]) : NULL;
+        gdin[i] = din[i] ? to_device(pre[i]) : NULL;
+    }
+    for (int k = 0; k < g->n_out; k++) {
+        lp_shape sh = lp_tensor_shape(out[k]);
+        assert_int_equal(lp_tensor_new_shape(&gout[k], LP_DEVICE_CUDA, LP_F32, &sh), LP_OK);
+        gw[k] = to_device(w[k]);
+    }
+    lp_status s = n->op->forward(&c, n, (lp_tensor *const *)gin, (lp_tensor *const *)gout);
+    if (s != LP_OK) {
+        printf("twin %-22s forward on CUDA: %s  FAIL\n", g->op, lp_last_error());
+        twin_failures++;
+    } else {
+        for (int k = 0; k < g->n_out; k++) compare(g->op, "forward", gout[k], out[k]->data, NULL);
+        s = n->op->backward(&c, n, (lp_tensor *const *)gin, (lp_tensor *const *)gout, (lp_tensor *const *)gw,
+                            (lp_tensor *const *)gdin);
+        if (s != LP_OK) {
+            printf("twin %-22s backward on CUDA: %s  FAIL\n", g->op, lp_last_error());
+            twin_failures++;
+        }
+        for (int i = 0; s == LP_OK && i < g->n_in; i++)
+            if (gdin[i]) {
+                char what[24];
+                snprintf(what, sizeof what, "d/d%s", g->in_names[i]);
+                compare(g->op, what, gdin[i], din[i]->data, pre[i]->data);
+            }
+    }
+    for (int i = 0; i < g->n_in; i++) {
+        if (gin[i] != in[i]) lp_tensor_free(gin[i]);
+        lp_tensor_free(gdin[i]);
+    }
+    for (int k = 0; k < g->n_out; k++) {
+        lp_tensor_free(gout[k]);
+        lp_tensor_free(gw[k]);
+    }
+}
+
 /* Finalize, forward, backward, then finite differences for every gradient-checked input. */
 static void gc_check(gc *g, float eps, double tol) {
     lp_status s = gc_finalize(g);
@@ -194,6 +287,7 @@ static void gc_check(gc *g, float eps, double tol) {
                         (lp_tensor *const *)din);
     if (s != LP_OK) fprintf(stderr, "%s: backward: %s\n", g->op, lp_last_error());
     assert_int_equal(s, LP_OK);
+    twin_check(g, n, in, out, w, din, pre);
     int failed = 0;
     for (int i = 0; i < g->n_in; i++) {
         if (!din[i]) continue;
@@ -1225,6 +1319,14 @@ static void test_macs(void **st) {
 }
 
 int main(void) {
+    const char *twin = getenv("LOUPE_OPS_TWIN");
+    if (twin && !strcmp(twin, "cuda")) {
+        if (lp_cuda_device_count() <= 0) {
+            printf("SKIPPED: no CUDA device (or a build without CUDA): the ops' CUDA twins need a GPU\n");
+            return 0;
+        }
+        twin_on = 1;
+    }
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_registry),
         cmocka_unit_test(test_errors),
@@ -1285,5 +1387,7 @@ int main(void) {
         cmocka_unit_test(test_expand),
         cmocka_unit_test(test_int64_folding),
     };
-    return cmocka_run_group_tests(tests, NULL, NULL);
+    int rc = cmocka_run_group_tests(tests, NULL, NULL);
+    if (twin_on) printf("twin: %d CUDA/CPU mismatches\n", twin_failures);
+    return rc ? rc : twin_failures ? 1 : 0;
 }
