@@ -80,51 +80,68 @@ int cmd_predict(int argc, char **argv) {
     /* A single .npy is one batch; images go in chunks of --batch. */
     int npy = n_in == 1 && strlen(inputs[0]) > 4 && !strcmp(inputs[0] + strlen(inputs[0]) - 4, ".npy");
     int64_t done = 0, classes = 0, total = 0;
+    int64_t chunk = npy ? INT64_MAX : batch; /* rows per forward; halved when the device runs out */
     for (int start = 0; start < n_in; start += npy ? n_in : batch) {
         int cnt = npy ? 1 : (n_in - start < batch ? n_in - start : batch);
         if (cli_load_inputs(m, cnt, inputs + start, &co.pre, &x)) goto out;
-        if (lp_run_forward(r, x) != LP_OK) {
-            rc = cli_lib_fail();
-            goto out;
-        }
-        const lp_tensor *y = lp_run_output(r);
-        int64_t nb = y->shape[0];
-        classes = lp_tensor_numel(y) / (nb ? nb : 1);
-        if (y->ndim != 2) {
-            rc = cli_fail("%s: output '%s' is not N x classes; predict needs a classifier", model_path, lp_model_output_name(m));
-            goto out;
-        }
-        if (n_names && n_names != classes)
-            fprintf(stderr, "loupe: warning: %d labels for %lld classes; showing indices where names are missing\n", n_names,
-                    (long long)classes);
-        float *h = realloc(host, (size_t)(done + nb) * (size_t)classes * sizeof *h);
-        if (!h) {
-            rc = cli_fail("out of memory");
-            goto out;
-        }
-        host = h;
-        lp_tensor_read(y, host + done * classes, (size_t)(nb * classes) * sizeof *h);
-        for (int64_t i = 0; i < nb; i++) {
-            const float *l = host + (done + i) * classes;
-            double mx = -INFINITY, z = 0;
-            for (int64_t k = 0; k < classes; k++) mx = fmax(mx, l[k]);
-            for (int64_t k = 0; k < classes; k++) z += exp(l[k] - mx);
-            if (npy) printf("%s[%lld]\n", base(inputs[0]), (long long)i);
-            else printf("%s\n", base(inputs[start + i]));
-            char *used = calloc((size_t)classes, 1);
-            for (int t = 0; t < top && t < classes && used; t++) {
-                int64_t best = -1;
-                for (int64_t k = 0; k < classes; k++)
-                    if (!used[k] && (best < 0 || l[k] > l[best])) best = k;
-                used[best] = 1;
-                double p = exp(l[best] - mx) / z;
-                if (best < n_names) printf("  %7.3f%%  %s (%lld)\n", 100 * p, names[best], (long long)best);
-                else printf("  %7.3f%%  class %lld\n", 100 * p, (long long)best);
+        const int64_t rows = x->shape[0], per = rows ? lp_tensor_numel(x) / rows : 0;
+        for (int64_t r0 = 0; r0 < rows;) {
+            lp_tensor view = *x; /* rows [r0, r0 + nb) of the loaded batch, sharing its data */
+            view.shape[0] = rows - r0 < chunk ? rows - r0 : chunk;
+            view.data = (float *)x->data + r0 * per;
+            view.nbytes = (size_t)(view.shape[0] * per) * sizeof(float);
+            view.owns = 0;
+            lp_status fs = lp_run_forward(r, &view);
+            if (fs == LP_ERR_OOM && view.shape[0] > 1) { /* split the batch rather than fail */
+                chunk = view.shape[0] / 2;
+                fprintf(stderr, "loupe: %s; retrying with batches of %lld\n", lp_last_error(), (long long)chunk);
+                lp_device_memory_trim(co.device);
+                continue;
             }
-            free(used);
+            if (fs != LP_OK) {
+                rc = cli_lib_fail();
+                goto out;
+            }
+            const lp_tensor *y = lp_run_output(r);
+            int64_t nb = y->shape[0];
+            classes = lp_tensor_numel(y) / (nb ? nb : 1);
+            if (y->ndim != 2) {
+                rc = cli_fail("%s: output '%s' is not N x classes; predict needs a classifier", model_path, lp_model_output_name(m));
+                goto out;
+            }
+            if (n_names && n_names != classes)
+                fprintf(stderr, "loupe: warning: %d labels for %lld classes; showing indices where names are missing\n", n_names,
+                        (long long)classes);
+            float *h = realloc(host, (size_t)(done + nb) * (size_t)classes * sizeof *h);
+            if (!h) {
+                rc = cli_fail("out of memory");
+                goto out;
+            }
+            host = h;
+            lp_tensor_read(y, host + done * classes, (size_t)(nb * classes) * sizeof *h);
+            for (int64_t i = 0; i < nb; i++) {
+                const float *l = host + (done + i) * classes;
+                double mx = -INFINITY, z = 0;
+                for (int64_t k = 0; k < classes; k++) mx = fmax(mx, l[k]);
+                for (int64_t k = 0; k < classes; k++) z += exp(l[k] - mx);
+                if (npy) printf("%s[%lld]\n", base(inputs[0]), (long long)(r0 + i));
+                else printf("%s\n", base(inputs[start + r0 + i]));
+                char *used = calloc((size_t)classes, 1);
+                for (int t = 0; t < top && t < classes && used; t++) {
+                    int64_t best = -1;
+                    for (int64_t k = 0; k < classes; k++)
+                        if (!used[k] && (best < 0 || l[k] > l[best])) best = k;
+                    used[best] = 1;
+                    double p = exp(l[best] - mx) / z;
+                    if (best < n_names) printf("  %7.3f%%  %s (%lld)\n", 100 * p, names[best], (long long)best);
+                    else printf("  %7.3f%%  class %lld\n", 100 * p, (long long)best);
+                }
+                free(used);
+            }
+            done += nb;
+            total = done;
+            r0 += nb;
         }
-        done += nb;
-        total = done;
         lp_tensor_free(x);
         x = NULL;
     }
