@@ -130,7 +130,10 @@ static lp_status ensure_tensor(lp_run *r, int v, const lp_shape *s, lp_dtype dt)
     if (r->owned[v]) lp_tensor_free(t);
     r->val[v] = NULL;
     r->owned[v] = 0;
-    LP_TRY(lp_tensor_new_shape(&r->val[v], r->dev, dt, s));
+    /* Forward-only runs allocate every activation on every pass: skip the fill, as
+     * every op's forward writes its whole output (_lp_run_forward_from relies on it too). */
+    if (r->forward_only && dt == LP_F32) LP_TRY(_lp_tensor_new_uninit(&r->val[v], r->dev, dt, s));
+    else LP_TRY(lp_tensor_new_shape(&r->val[v], r->dev, dt, s));
     r->owned[v] = 1;
     return LP_OK;
 }

@@ -39,6 +39,8 @@ const char *lp_shape_fmt(const lp_shape *s, char *buf, size_t len);
 /* A host tensor viewing existing memory (owns = 0). */
 lp_tensor lp_tensor_view(lp_device dev, lp_dtype dt, const lp_shape *s, void *data);
 lp_status lp_tensor_new_shape(lp_tensor **out, lp_device dev, lp_dtype dt, const lp_shape *s);
+/* The same without zero-filling: for outputs an op overwrites whole (every forward). */
+lp_status _lp_tensor_new_uninit(lp_tensor **out, lp_device dev, lp_dtype dt, const lp_shape *s);
 lp_shape lp_tensor_shape(const lp_tensor *t);
 
 /* ---- attributes ------------------------------------------------------------ */

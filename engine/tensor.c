@@ -60,7 +60,7 @@ lp_tensor lp_tensor_view(lp_device dev, lp_dtype dt, const lp_shape *s, void *da
     return t;
 }
 
-lp_status lp_tensor_new(lp_tensor **out, lp_device dev, lp_dtype dt, int ndim, const int64_t *shape) {
+static lp_status tensor_new(lp_tensor **out, lp_device dev, lp_dtype dt, int ndim, const int64_t *shape, int zero) {
     *out = NULL;
     if (ndim < 0 || ndim > LP_MAX_DIMS) return lp_fail(LP_ERR_ARG, "tensor rank %d is over %d", ndim, LP_MAX_DIMS);
     int64_t n = 1;
@@ -81,7 +81,7 @@ lp_status lp_tensor_new(lp_tensor **out, lp_device dev, lp_dtype dt, int ndim, c
     t->nbytes = (size_t)n * lp_dtype_size(dt);
     t->owns = 1;
     lp_status s = be->alloc(t->nbytes, &t->data);
-    if (s == LP_OK) s = be->zero(t->data, t->nbytes);
+    if (s == LP_OK && zero) s = be->zero(t->data, t->nbytes);
     if (s != LP_OK) {
         if (t->data) be->free(t->data);
         free(t);
@@ -91,8 +91,16 @@ lp_status lp_tensor_new(lp_tensor **out, lp_device dev, lp_dtype dt, int ndim, c
     return LP_OK;
 }
 
+lp_status lp_tensor_new(lp_tensor **out, lp_device dev, lp_dtype dt, int ndim, const int64_t *shape) {
+    return tensor_new(out, dev, dt, ndim, shape, 1);
+}
+
 lp_status lp_tensor_new_shape(lp_tensor **out, lp_device dev, lp_dtype dt, const lp_shape *s) {
-    return lp_tensor_new(out, dev, dt, s->ndim, s->d);
+    return tensor_new(out, dev, dt, s->ndim, s->d, 1);
+}
+
+lp_status _lp_tensor_new_uninit(lp_tensor **out, lp_device dev, lp_dtype dt, const lp_shape *s) {
+    return tensor_new(out, dev, dt, s->ndim, s->d, 0);
 }
 
 void lp_tensor_free(lp_tensor *t) {

@@ -14,8 +14,12 @@ lp_status _lp_cuda_gemm(lp_precision p, int ta, int tb, int m, int n, int k, flo
     if (!cx) return LP_ERR_DEVICE;
     if (m <= 0 || n <= 0) return LP_OK;
     const lp_stream s = (lp_stream)cx->stream;
-    if (k <= 0) { /* C = beta C: no product to form */
-        for (int r = 0; r < m; r++) LP_KERNEL(lp_k_scal(s, n, beta, c + (int64_t)r * ldc));
+    if (k <= 0) { /* C = beta C: no product to form (beta 0 writes zeros, as BLAS) */
+        for (int r = 0; r < (ldc == n ? 1 : m); r++) {
+            const int64_t cnt = ldc == n ? (int64_t)m * n : n;
+            float *row = c + (int64_t)r * ldc;
+            LP_KERNEL(beta == 0.f ? lp_k_fill(s, cnt, 0.f, row) : lp_k_scal(s, cnt, beta, row));
+        }
         return LP_OK;
     }
     const cublasOperation_t oa = ta ? CUBLAS_OP_T : CUBLAS_OP_N, ob = tb ? CUBLAS_OP_T : CUBLAS_OP_N;

@@ -41,25 +41,44 @@ static void plan_free(conv_plan *p) {
     free(p);
 }
 
-/* fp32 must not use tensor cores (TF32 would round the inputs to 10 mantissa bits). */
+/* fp32 must not use tensor cores (TF32 would round the inputs to 10 mantissa bits):
+ * only FMA math, which is also what the descriptor is set to before measuring. */
 static int math_ok(lp_precision prec, cudnnMathType_t m) {
-    return prec != LP_PREC_FP32 || (m != CUDNN_TENSOR_OP_MATH && m != CUDNN_TENSOR_OP_MATH_ALLOW_CONVERSION);
+    return prec != LP_PREC_FP32 || m == CUDNN_FMA_MATH || m == CUDNN_DEFAULT_MATH;
 }
 
-/* Workspace a plan may ask for: a quarter of the free memory, at least 256 MiB. */
+/* fp32 is the reference: no FFT or non-fused Winograd transforms, whose rounding can
+ * reach 1e-5 relative on some shapes. */
+static int exact_ok(lp_precision prec, int dir, int algo) {
+    if (prec != LP_PREC_FP32) return 1;
+    if (dir == DIR_FWD)
+        return algo != CUDNN_CONVOLUTION_FWD_ALGO_FFT && algo != CUDNN_CONVOLUTION_FWD_ALGO_FFT_TILING &&
+               algo != CUDNN_CONVOLUTION_FWD_ALGO_WINOGRAD_NONFUSED;
+    if (dir == DIR_BWD_DATA)
+        return algo != CUDNN_CONVOLUTION_BWD_DATA_ALGO_FFT && algo != CUDNN_CONVOLUTION_BWD_DATA_ALGO_FFT_TILING &&
+               algo != CUDNN_CONVOLUTION_BWD_DATA_ALGO_WINOGRAD_NONFUSED;
+    return algo != CUDNN_CONVOLUTION_BWD_FILTER_ALGO_FFT && algo != CUDNN_CONVOLUTION_BWD_FILTER_ALGO_FFT_TILING &&
+           algo != CUDNN_CONVOLUTION_BWD_FILTER_ALGO_WINOGRAD_NONFUSED;
+}
+
+/* Workspace a plan may ask for: a quarter of the free memory, at most 2 GiB (the slot
+ * is kept), at least 256 MiB where that much is free. */
 static size_t ws_limit(void) {
     size_t fr = 0, tot = 0;
+    const size_t floor_b = (size_t)256 << 20, cap_b = (size_t)2 << 30;
     if (cudaMemGetInfo(&fr, &tot) != cudaSuccess) {
         cudaGetLastError();
-        return (size_t)256 << 20;
+        return floor_b;
     }
-    return fr / 4 > ((size_t)256 << 20) ? fr / 4 : (size_t)256 << 20;
+    size_t l = fr / 4 < cap_b ? fr / 4 : cap_b;
+    if (l < floor_b) l = fr / 2 < floor_b ? fr / 2 : floor_b;
+    return l;
 }
 
 #define PERF_PICK(perf, ret, p, limit)                                                                                 \
     for (int i_ = 0; i_ < (ret); i_++)                                                                                 \
         if ((perf)[i_].status == CUDNN_STATUS_SUCCESS && math_ok((p)->prec, (perf)[i_].mathType) &&                   \
-            (perf)[i_].memory <= (limit)) {                                                                            \
+            exact_ok((p)->prec, (p)->dir, (int)(perf)[i_].algo) && (perf)[i_].memory <= (limit)) {                     \
             (p)->algo = (int)(perf)[i_].algo;                                                                          \
             (p)->ws = (perf)[i_].memory;                                                                               \
             math = (perf)[i_].mathType;                                                                                \
@@ -67,49 +86,58 @@ static size_t ws_limit(void) {
             break;                                                                                                     \
         }
 
-/* Measure the algorithms (Find); where that fails (memory), ask cuDNN's heuristics. */
-static lp_status plan_algo(lp_cuda *c, conv_plan *p) {
-    const size_t limit = ws_limit();
+/* cuDNN's measured choice (Find, which allocates its own buffers: on failure the
+ * allocator's cache is returned and Find tried once more); else its heuristics.
+ * `limit` bounds the workspace. */
+static lp_status plan_algo(lp_cuda *c, conv_plan *p, size_t limit) {
     cudnnMathType_t math = p->prec == LP_PREC_FP32 ? CUDNN_FMA_MATH : CUDNN_TENSOR_OP_MATH;
+    LP_DNN(cudnnSetConvolutionMathType(p->conv, math));
     int found = 0, ret = 0;
-    if (p->dir == DIR_FWD) {
-        cudnnConvolutionFwdAlgoPerf_t perf[CUDNN_CONVOLUTION_FWD_ALGO_COUNT];
-        if (cudnnFindConvolutionForwardAlgorithm(c->dnn, p->x, p->w, p->conv, p->y, CUDNN_CONVOLUTION_FWD_ALGO_COUNT,
-                                                 &ret, perf) == CUDNN_STATUS_SUCCESS)
-            PERF_PICK(perf, ret, p, limit)
-        if (!found) {
+    for (int attempt = 0; attempt < 2 && !found; attempt++) {
+        if (attempt) _lp_cuda_release_cache();
+        cudnnStatus_t st;
+        if (p->dir == DIR_FWD) {
+            cudnnConvolutionFwdAlgoPerf_t perf[CUDNN_CONVOLUTION_FWD_ALGO_COUNT];
+            st = cudnnFindConvolutionForwardAlgorithm(c->dnn, p->x, p->w, p->conv, p->y,
+                                                      CUDNN_CONVOLUTION_FWD_ALGO_COUNT, &ret, perf);
+            if (st == CUDNN_STATUS_SUCCESS) PERF_PICK(perf, ret, p, limit)
+        } else if (p->dir == DIR_BWD_DATA) {
+            cudnnConvolutionBwdDataAlgoPerf_t perf[CUDNN_CONVOLUTION_BWD_DATA_ALGO_COUNT];
+            st = cudnnFindConvolutionBackwardDataAlgorithm(c->dnn, p->w, p->y, p->conv, p->x,
+                                                           CUDNN_CONVOLUTION_BWD_DATA_ALGO_COUNT, &ret, perf);
+            if (st == CUDNN_STATUS_SUCCESS) PERF_PICK(perf, ret, p, limit)
+        } else {
+            cudnnConvolutionBwdFilterAlgoPerf_t perf[CUDNN_CONVOLUTION_BWD_FILTER_ALGO_COUNT];
+            st = cudnnFindConvolutionBackwardFilterAlgorithm(c->dnn, p->x, p->y, p->conv, p->w,
+                                                             CUDNN_CONVOLUTION_BWD_FILTER_ALGO_COUNT, &ret, perf);
+            if (st == CUDNN_STATUS_SUCCESS) PERF_PICK(perf, ret, p, limit)
+        }
+        cudaGetLastError(); /* a failed Find may leave an allocation error behind */
+        if (st == CUDNN_STATUS_SUCCESS) break; /* measured: nothing fits the limit, ask the heuristics */
+    }
+    if (!found) {
+        if (p->dir == DIR_FWD) {
+            cudnnConvolutionFwdAlgoPerf_t perf[CUDNN_CONVOLUTION_FWD_ALGO_COUNT];
             LP_DNN(cudnnGetConvolutionForwardAlgorithm_v7(c->dnn, p->x, p->w, p->conv, p->y,
                                                           CUDNN_CONVOLUTION_FWD_ALGO_COUNT, &ret, perf));
-            PERF_PICK(perf, ret, p, (size_t)-1)
-        }
-    } else if (p->dir == DIR_BWD_DATA) {
-        cudnnConvolutionBwdDataAlgoPerf_t perf[CUDNN_CONVOLUTION_BWD_DATA_ALGO_COUNT];
-        if (cudnnFindConvolutionBackwardDataAlgorithm(c->dnn, p->w, p->y, p->conv, p->x,
-                                                      CUDNN_CONVOLUTION_BWD_DATA_ALGO_COUNT, &ret,
-                                                      perf) == CUDNN_STATUS_SUCCESS)
             PERF_PICK(perf, ret, p, limit)
-        if (!found) {
+        } else if (p->dir == DIR_BWD_DATA) {
+            cudnnConvolutionBwdDataAlgoPerf_t perf[CUDNN_CONVOLUTION_BWD_DATA_ALGO_COUNT];
             LP_DNN(cudnnGetConvolutionBackwardDataAlgorithm_v7(c->dnn, p->w, p->y, p->conv, p->x,
                                                                CUDNN_CONVOLUTION_BWD_DATA_ALGO_COUNT, &ret, perf));
-            PERF_PICK(perf, ret, p, (size_t)-1)
-        }
-    } else {
-        cudnnConvolutionBwdFilterAlgoPerf_t perf[CUDNN_CONVOLUTION_BWD_FILTER_ALGO_COUNT];
-        if (cudnnFindConvolutionBackwardFilterAlgorithm(c->dnn, p->x, p->y, p->conv, p->w,
-                                                        CUDNN_CONVOLUTION_BWD_FILTER_ALGO_COUNT, &ret,
-                                                        perf) == CUDNN_STATUS_SUCCESS)
             PERF_PICK(perf, ret, p, limit)
-        if (!found) {
+        } else {
+            cudnnConvolutionBwdFilterAlgoPerf_t perf[CUDNN_CONVOLUTION_BWD_FILTER_ALGO_COUNT];
             LP_DNN(cudnnGetConvolutionBackwardFilterAlgorithm_v7(c->dnn, p->x, p->y, p->conv, p->w,
                                                                  CUDNN_CONVOLUTION_BWD_FILTER_ALGO_COUNT, &ret, perf));
-            PERF_PICK(perf, ret, p, (size_t)-1)
+            PERF_PICK(perf, ret, p, limit)
         }
     }
-    cudaGetLastError(); /* a failed Find may leave an allocation error behind */
     if (!found)
         return lp_fail(LP_ERR_UNSUPPORTED, "cuDNN has no %s algorithm for this convolution in %s",
                        p->dir == DIR_FWD ? "forward" : p->dir == DIR_BWD_DATA ? "backward-data" : "backward-filter",
                        lp_precision_name(p->prec));
+    if (p->prec == LP_PREC_FP32) math = CUDNN_FMA_MATH; /* as PyTorch: never let fp32 drift to TF32 */
     LP_DNN(cudnnSetConvolutionMathType(p->conv, math));
     return LP_OK;
 }
@@ -139,7 +167,7 @@ static lp_status plan_make(lp_cuda *c, lp_precision prec, int dir, const lp_conv
         return lp_fail(LP_ERR_SHAPE, "cuDNN convolution output %dx%dx%dx%d differs from the graph's %dx%dx%dx%d", on, ok,
                        oh, ow, d->n, d->k, d->oh, d->ow);
     LP_DNN(cudnnSetTensor4dDescriptor(p->y, fmt, dt, d->n, d->k, d->oh, d->ow));
-    return plan_algo(c, p);
+    return plan_algo(c, p, ws_limit());
 }
 
 static lp_status plan_get(lp_cuda *c, lp_precision prec, int dir, const lp_conv_desc *d, conv_plan **out) {
@@ -149,8 +177,11 @@ static lp_status plan_get(lp_cuda *c, lp_precision prec, int dir, const lp_conv_
             return LP_OK;
         }
     if (d->groups <= 0 || d->c % d->groups || d->k % d->groups)
-        return lp_fail(LP_ERR_ARG, "convolution: %d input and %d output channels do not split into %d groups", d->c,
+        return lp_fail(LP_ERR_SHAPE, "cuda conv: %d input and %d output channels do not split into %d groups", d->c,
                        d->k, d->groups);
+    if (d->sh <= 0 || d->sw <= 0 || d->dh <= 0 || d->dw <= 0 || d->kh <= 0 || d->kw <= 0)
+        return lp_fail(LP_ERR_ARG, "cuda conv: kernel %dx%d, strides %dx%d and dilations %dx%d must be positive", d->kh,
+                       d->kw, d->sh, d->sw, d->dh, d->dw);
     conv_plan *p = calloc(1, sizeof *p);
     if (!p) return lp_fail(LP_ERR_OOM, "out of host memory for a convolution plan");
     lp_status s = plan_make(c, prec, dir, d, p);
@@ -168,9 +199,16 @@ static lp_status plan_get(lp_cuda *c, lp_precision prec, int dir, const lp_conv_
     return LP_OK;
 }
 
-static lp_status workspace(const conv_plan *p, void **ws) {
+/* The plan's workspace; when it cannot be had, the plan falls back to an algorithm
+ * that needs none. */
+static lp_status workspace(lp_cuda *c, conv_plan *p, void **ws) {
     *ws = NULL;
-    return p->ws ? _lp_cuda_scratch(LP_SLOT_WORKSPACE, p->ws, ws) : LP_OK;
+    if (!p->ws) return LP_OK;
+    lp_status s = _lp_cuda_scratch(LP_SLOT_WORKSPACE, p->ws, ws);
+    if (s != LP_ERR_OOM) return s;
+    LP_TRY(plan_algo(c, p, 0));
+    lp_clear_error();
+    return LP_OK;
 }
 
 /* x padded explicitly (asymmetric pads) into `slot`. */
@@ -191,6 +229,19 @@ static lp_status unpad_grad(lp_cuda *c, const lp_conv_desc *d, const float *dxp,
     return LP_OK;
 }
 
+/* The plan for (prec, dir, d); a bf16 shape cuDNN has no NHWC kernel for (some cuDNN
+ * builds: 3 input channels, grouped layers) runs in tf32 instead of failing the pass.
+ * Non-zero (status set) on failure. */
+static int bf16_fallback(lp_cuda *c, lp_precision *prec, int dir, const lp_conv_desc *d, conv_plan **p) {
+    lp_status s = plan_get(c, *prec, dir, d, p);
+    if (s == LP_ERR_UNSUPPORTED && *prec == LP_PREC_BF16) {
+        lp_clear_error();
+        *prec = LP_PREC_TF32;
+        s = plan_get(c, *prec, dir, d, p);
+    }
+    return s != LP_OK;
+}
+
 static const float one = 1.f, zero = 0.f;
 
 lp_status _lp_cuda_conv_fwd(lp_precision prec, const lp_conv_desc *d, const float *x, const float *w, const float *b,
@@ -199,8 +250,8 @@ lp_status _lp_cuda_conv_fwd(lp_precision prec, const lp_conv_desc *d, const floa
     if (!c) return LP_ERR_DEVICE;
     conv_plan *p;
     void *ws;
-    LP_TRY(plan_get(c, prec, DIR_FWD, d, &p));
-    LP_TRY(workspace(p, &ws));
+    if (bf16_fallback(c, &prec, DIR_FWD, d, &p)) return LP_ERR_UNSUPPORTED;
+    LP_TRY(workspace(c, p, &ws));
     const lp_stream s = (lp_stream)c->stream;
     const int64_t ohw = (int64_t)d->oh * d->ow;
     if (p->asym) LP_TRY(pad_input(c, d, x, prec == LP_PREC_BF16 ? LP_SLOT_GRAD : LP_SLOT_X, (float **)&x));
@@ -228,8 +279,8 @@ lp_status _lp_cuda_conv_bwd_data(lp_precision prec, const lp_conv_desc *d, const
     if (!c) return LP_ERR_DEVICE;
     conv_plan *p;
     void *ws;
-    LP_TRY(plan_get(c, prec, DIR_BWD_DATA, d, &p));
-    LP_TRY(workspace(p, &ws));
+    if (bf16_fallback(c, &prec, DIR_BWD_DATA, d, &p)) return LP_ERR_UNSUPPORTED;
+    LP_TRY(workspace(c, p, &ws));
     const lp_stream s = (lp_stream)c->stream;
     const int64_t xhw = (int64_t)p->xh * p->xw, ohw = (int64_t)d->oh * d->ow;
     const size_t padded = (size_t)d->n * d->c * xhw;
@@ -271,7 +322,7 @@ lp_status _lp_cuda_conv_bwd_filter(lp_precision prec, const lp_conv_desc *d, con
     conv_plan *p;
     void *ws;
     LP_TRY(plan_get(c, prec, DIR_BWD_FILTER, d, &p));
-    LP_TRY(workspace(p, &ws));
+    LP_TRY(workspace(c, p, &ws));
     if (p->asym) LP_TRY(pad_input(c, d, x, LP_SLOT_X, (float **)&x));
     if (dw)
         LP_DNN(cudnnConvolutionBackwardFilter(c->dnn, &one, p->x, x, p->y, dy, p->conv,

@@ -61,6 +61,10 @@ typedef enum lp_cuda_slot {
     LP_SLOT_COUNT
 } lp_cuda_slot;
 lp_status _lp_cuda_scratch(lp_cuda_slot slot, size_t bytes, void **p);
+/* Give the cached free blocks back to the driver (after the stream drains). */
+void _lp_cuda_release_cache(void);
+/* Not thread-safe beyond the allocator: the scratch slots and convolution plans assume
+ * one thread drives the backend at a time, as the executor does. */
 
 /* cuDNN convolution (cuda_conv.c) for one precision. */
 lp_status _lp_cuda_conv_fwd(lp_precision p, const lp_conv_desc *d, const float *x, const float *w, const float *b,

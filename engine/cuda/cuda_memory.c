@@ -31,7 +31,8 @@ lp_status _lp_cuda_fail(int code, const char *what, const char *call, const char
     base = base ? base : file;
     int oom = (!strcmp(what, "CUDA") && code == cudaErrorMemoryAllocation) ||
               (!strcmp(what, "cuBLAS") && code == CUBLAS_STATUS_ALLOC_FAILED) ||
-              (!strcmp(what, "cuDNN") && code == CUDNN_STATUS_ALLOC_FAILED);
+              (!strcmp(what, "cuDNN") && (code == CUDNN_STATUS_ALLOC_FAILED ||
+                                          code == CUDNN_STATUS_INTERNAL_ERROR_DEVICE_ALLOCATION_FAILED));
     return lp_fail(oom ? LP_ERR_OOM : LP_ERR_DEVICE, "%s error at %s:%d: %s (%s)", what, base, line, msg, call);
 }
 
@@ -107,7 +108,13 @@ static size_t round_size(size_t b) {
     return b < ((size_t)1 << 20) ? (b + small - 1) / small * small : (b + big - 1) / big * big;
 }
 
-static size_t ptr_hash(const void *p, size_t cap) { return (size_t)(((uintptr_t)p >> 8) * 0x9E3779B97F4A7C15ull) & (cap - 1); }
+/* Large blocks are 2 MiB aligned: mix, then take the product's high bits. */
+static size_t ptr_hash(const void *p, size_t cap) {
+    uint64_t x = (uint64_t)(uintptr_t)p >> 9;
+    x ^= x >> 31;
+    x *= 0x9E3779B97F4A7C15ull;
+    return (size_t)(x >> 32) & (cap - 1);
+}
 
 static int live_put(void *p, size_t size) {
     if ((n_live + 1) * 2 > cap_live) {
@@ -272,10 +279,20 @@ void lp_cuda_memory_reset_peak(void) {
     pthread_mutex_unlock(&mu);
 }
 
-void lp_cuda_memory_trim(void) {
+void _lp_cuda_release_cache(void) {
     if (ctx_state != 1) return;
     cudaStreamSynchronize(ctx.stream);
     pthread_mutex_lock(&mu);
     cache_release_all();
     pthread_mutex_unlock(&mu);
+}
+
+void lp_cuda_memory_trim(void) {
+    if (ctx_state != 1) return;
+    for (int i = 0; i < LP_SLOT_COUNT; i++) { /* scratch grows back on demand */
+        _lp_cuda_free(slot_ptr[i]);
+        slot_ptr[i] = NULL;
+        slot_size[i] = 0;
+    }
+    _lp_cuda_release_cache();
 }
