@@ -2,10 +2,21 @@
  * tests/oracle/export_models.py): logits, the input gradient of one class, and every
  * intermediate activation listed in acts/index.json. Public API only, like any user.
  *
- * usage: oracle_check FIXTURE_DIR [--device cpu|cuda] [--dump DIR]
+ * usage: oracle_check FIXTURE_DIR [--device cpu|cuda] [--precision fp32|tf32|bf16] [--dump DIR]
  * (--dump writes Loupe's value of each failing check to DIR as .npy.)
  * Prints one line per check (model, quantity, rel L2, max abs, bound, PASS/FAIL) and
- * exits non-zero on any failure or load/run error. */
+ * exits non-zero on any failure or load/run error. With --device cuda and no CUDA device
+ * it prints "SKIPPED: no CUDA device" and exits 0 (the gpu tests' skip).
+ *
+ * Bounds (rel L2 against PyTorch's float64 references):
+ *   fp32: the fixture's (meta.json: logits >= 1e-4, input gradient >= 1e-3, intermediates
+ *         1e-4 / the gradient's bound; raised there for ill-conditioned quantities).
+ *   tf32, bf16: logits 1e-2 / 3e-2 and input gradient 3x that (3e-2 / 9e-2), each raised
+ *         to the fixture's fp32 bound and to 3x the error of an emulated engine of that
+ *         precision (meta's emu_<p>_err_*, written by export_models.py --emulate) where
+ *         larger. Intermediates are checked too, so that a failure names its op: values at
+ *         3x the logits bound (an inner value is less averaged than the logits), gradients
+ *         at the input gradient's bound. */
 #include "loupe.h"
 
 #include <math.h>
@@ -172,6 +183,9 @@ static int check_acts(check_stats *st, const char *model, const char *dir, const
     return rc;
 }
 
+/* The design's forward bounds per precision (rel L2); input gradients 3x these. */
+static const double PREC_BOUND[3] = {1e-4, 1e-2, 3e-2};
+
 static int fail_run(const char *what) {
     fprintf(stderr, "oracle_check: %s: %s\n", what, lp_last_error());
     return 2;
@@ -179,15 +193,28 @@ static int fail_run(const char *what) {
 
 int main(int argc, char **argv) {
     if (argc < 2 || !strcmp(argv[1], "--help")) {
-        fprintf(stderr, "usage: oracle_check FIXTURE_DIR [--device cpu|cuda] [--dump DIR]\n");
+        fprintf(stderr, "usage: oracle_check FIXTURE_DIR [--device cpu|cuda] [--precision fp32|tf32|bf16] "
+                        "[--dump DIR]\n");
         return argc < 2 ? 2 : 0;
     }
     const char *dir = argv[1];
     lp_device dev = LP_DEVICE_CPU;
+    lp_precision prec = LP_PREC_FP32;
     check_stats st = {0, 0, NULL};
-    for (int i = 2; i + 1 < argc; i += 2) {
+    for (int i = 2; i < argc; i += 2) {
+        if (i + 1 >= argc) {
+            fprintf(stderr, "oracle_check: option '%s' needs a value\n", argv[i]);
+            return 2;
+        }
         if (!strcmp(argv[i], "--device")) {
-            if (lp_device_parse(argv[i + 1], &dev) != LP_OK) return fail_run("--device");
+            const char *d = argv[i + 1];
+            if ((!strcmp(d, "cuda") || !strcmp(d, "gpu")) && lp_cuda_device_count() <= 0) {
+                printf("SKIPPED: no CUDA device\n");
+                return 0;
+            }
+            if (lp_device_parse(d, &dev) != LP_OK) return fail_run("--device");
+        } else if (!strcmp(argv[i], "--precision")) {
+            if (lp_precision_parse(argv[i + 1], &prec) != LP_OK) return fail_run("--precision");
         } else if (!strcmp(argv[i], "--dump")) {
             st.dump = argv[i + 1];
         } else {
@@ -207,10 +234,26 @@ int main(int argc, char **argv) {
     int cls = (int)json_number(meta, "class");
     double tol_logits = json_number(meta, "tol_logits"),
            tol_grad = json_number(meta, "tol_grad"), tol_acts = json_number(meta, "tol_acts");
+    double emu_logits = -1, emu_grad = -1;
+    if (prec != LP_PREC_FP32) {
+        char key[64];
+        snprintf(key, sizeof key, "emu_%s_err_logits", lp_precision_name(prec));
+        emu_logits = json_number(meta, key);
+        snprintf(key, sizeof key, "emu_%s_err_grad", lp_precision_name(prec));
+        emu_grad = json_number(meta, key);
+    }
     free(meta);
     if (cls < 0 || tol_logits <= 0 || tol_grad <= 0 || tol_acts <= 0) {
         fprintf(stderr, "oracle_check: %s: missing class or tolerances\n", path);
         return 2;
+    }
+    /* The intermediate gradients share the input gradient's bound at every precision. */
+    double tol_act_grads = tol_grad;
+    if (prec != LP_PREC_FP32) {
+        tol_logits = fmax(fmax(tol_logits, PREC_BOUND[prec]), 3 * emu_logits);
+        tol_grad = fmax(fmax(tol_grad, 3 * PREC_BOUND[prec]), 3 * emu_grad);
+        tol_acts = 3 * tol_logits;
+        tol_act_grads = tol_grad;
     }
 
     lp_model *m = NULL;
@@ -222,6 +265,15 @@ int main(int argc, char **argv) {
         load_ref(dir, "grad.npy", &grad))
         return 2;
     if (lp_run_new(m, dev, &r) != LP_OK) return fail_run("run");
+    if (lp_run_set_precision(r, prec) != LP_OK) return fail_run("--precision");
+    printf("%-14s %s, %s: bounds logits %.2g, input gradient %.2g, intermediates %.2g / gradients %.2g",
+           model, lp_device_name(dev), lp_precision_name(prec),
+           tol_logits, tol_grad, tol_acts, tol_act_grads);
+    if (emu_logits >= 0 && emu_grad >= 0)
+        printf(" (emulated %s engine: %.2e / %.2e)", lp_precision_name(prec), emu_logits, emu_grad);
+    else if (prec != LP_PREC_FP32)
+        printf(" (no emulated %s errors in meta.json: the design's bounds)", lp_precision_name(prec));
+    printf("\n");
     if (lp_run_capture(r, "*") != LP_OK) return fail_run("capture");
     if (lp_run_forward(r, x) != LP_OK) return fail_run("forward");
 
@@ -242,7 +294,7 @@ int main(int argc, char **argv) {
     char what[64];
     snprintf(what, sizeof what, "d logits[:,%d] / d input", cls);
     compare(&st, model, what, lp_run_grad(r, lp_model_input_name(m)), grad, tol_grad, 0);
-    if (check_acts(&st, model, dir, r, tol_grad, 1)) return 2;
+    if (check_acts(&st, model, dir, r, tol_act_grads, 1)) return 2;
 
     printf("%-14s %d checks, %d failed: %s\n", model, st.checks, st.failures,
            st.failures ? "FAIL" : "PASS");
