@@ -6,15 +6,8 @@
 #include <cuda_bf16.h>
 #include <cuda_runtime.h>
 
+#include "backend_common.cuh"
 #include "cuda/cuda_kernels.h"
-
-#define LP_THREADS 256
-#define GRID_LOOP(i, n) for (int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; i < (n); i += (int64_t)gridDim.x * blockDim.x)
-
-static unsigned grid_for(int64_t n) {
-    int64_t b = (n + LP_THREADS - 1) / LP_THREADS;
-    return (unsigned)(b < 1 ? 1 : b > 65535 * 8 ? 65535 * 8 : b);
-}
 
 __device__ __forceinline__ uint16_t to_bf16(float v) {
     __nv_bfloat16 h = __float2bfloat16_rn(v);
@@ -46,8 +39,6 @@ __global__ void nhwc_to_nchw_kernel(int n, int c, int64_t hw, const uint16_t *x,
         y[i] = accumulate ? y[i] + v : v;
     }
 }
-
-#define LAUNCH_END return (int)cudaGetLastError()
 
 extern "C" {
 

@@ -7,16 +7,8 @@
 #include <cuda_runtime.h>
 #include <math.h>
 
+#include "backend_common.cuh"
 #include "cuda/cuda_kernels.h"
-
-#define LP_THREADS 256
-
-static unsigned grid_for(int64_t n) {
-    int64_t b = (n + LP_THREADS - 1) / LP_THREADS;
-    return (unsigned)(b < 1 ? 1 : b > 65535 * 8 ? 65535 * 8 : b);
-}
-
-#define GRID_LOOP(i, n) for (int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; i < (n); i += (int64_t)gridDim.x * blockDim.x)
 
 // ---- unary -------------------------------------------------------------------
 
@@ -236,8 +228,6 @@ static int bc_dense(const lp_bcast *bc, const int64_t *s) {
     }
     return 1;
 }
-
-#define LAUNCH_END return (int)cudaGetLastError()
 
 extern "C" {
 

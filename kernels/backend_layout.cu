@@ -7,15 +7,8 @@
 // other write has exactly one writer.
 #include <cuda_runtime.h>
 
+#include "backend_common.cuh"
 #include "cuda/cuda_kernels.h"
-
-#define LP_THREADS 256
-#define GRID_LOOP(i, n) for (int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; i < (n); i += (int64_t)gridDim.x * blockDim.x)
-
-static unsigned grid_for(int64_t n) {
-    int64_t b = (n + LP_THREADS - 1) / LP_THREADS;
-    return (unsigned)(b < 1 ? 1 : b > 65535 * 8 ? 65535 * 8 : b);
-}
 
 struct dims6 {
     int nd;
@@ -91,8 +84,6 @@ __global__ void pad_kernel(dims6 p, int64_t total, int mode, float value, float 
         }
     }
 }
-
-#define LAUNCH_END return (int)cudaGetLastError()
 
 extern "C" {
 

@@ -8,15 +8,8 @@
 #include <cuda_runtime.h>
 #include <math.h>
 
+#include "backend_common.cuh"
 #include "cuda/cuda_kernels.h"
-
-#define LP_THREADS 256
-#define GRID_LOOP(i, n) for (int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; i < (n); i += (int64_t)gridDim.x * blockDim.x)
-
-static unsigned grid_for(int64_t n) {
-    int64_t b = (n + LP_THREADS - 1) / LP_THREADS;
-    return (unsigned)(b < 1 ? 1 : b > 65535 * 8 ? 65535 * 8 : b);
-}
 
 // ---- pooling -------------------------------------------------------------------
 
@@ -259,8 +252,6 @@ __global__ void affine_dparam_kernel(int n, int c, int64_t hw, const float *x, c
 __global__ void add_bias_kernel(int n, int c, int64_t hw, const float *b, float *y) {
     GRID_LOOP(i, (int64_t)n * c * hw) y[i] += b[(i / hw) % c];
 }
-
-#define LAUNCH_END return (int)cudaGetLastError()
 
 extern "C" {
 

@@ -1,0 +1,20 @@
+// backend_common.cuh — launch geometry shared by the backend's kernels: 256-thread
+// blocks, a grid-stride loop (so any element count fits the grid limits) and the
+// launcher's return of the launch error.
+#ifndef LOUPE_BACKEND_COMMON_CUH
+#define LOUPE_BACKEND_COMMON_CUH
+
+#include <cuda_runtime.h>
+#include <stdint.h>
+
+#define LP_THREADS 256
+#define GRID_LOOP(i, n)                                                                                                \
+    for (int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; i < (n); i += (int64_t)gridDim.x * blockDim.x)
+#define LAUNCH_END return (int)cudaGetLastError()
+
+static inline unsigned grid_for(int64_t n) {
+    int64_t b = (n + LP_THREADS - 1) / LP_THREADS;
+    return (unsigned)(b < 1 ? 1 : b > 65535 * 8 ? 65535 * 8 : b);
+}
+
+#endif
