@@ -1,13 +1,13 @@
 // tsne_grad.cu — CUDA kernels of t-SNE's affinities and optimizer: the per-point
 // perplexity search, attraction over CSR P, repulsion, the gains/momentum step and
 // centring. CPU twins: engine/tsne/tsne_affinity.c, tsne_cpu.c, tsne_bhtree.c.
-// Repulsion on the GPU is the exact all-pairs sum in shared-memory tiles: at the
-// sizes t-SNE meets (up to ~10^5 points) it is a few ms per iteration on one GPU and
-// has no theta error; the Barnes-Hut tree is the CPU's answer to the same sum.
+// Repulsion here is the exact all-pairs sum in shared-memory tiles, used for theta = 0
+// (and as the tests' GPU reference); theta > 0 takes the radix tree in tsne_bh.cu.
 // Launchers (C linkage) return a cudaError_t.
 #include <cuda_runtime.h>
 #include <math.h>
 #include <stdint.h>
+#include <stdlib.h>
 
 // ---- kernels ----------------------------------------------------------------
 
@@ -62,8 +62,11 @@ __global__ void tsne_attraction_kernel(int64_t n, int dims, const int64_t *rowpt
 }
 
 #define REP_TILE 256
-__global__ void tsne_repulsion_kernel(int64_t n, int dims, const float *y, float *rep, double *sum_q) {
+// part[blockIdx.x] = the block's sum of w, reduced in a fixed order (no float atomics:
+// Z and with it the whole run are bitwise repeatable).
+__global__ void tsne_repulsion_kernel(int64_t n, int dims, const float *y, float *rep, double *part) {
     __shared__ float tile[REP_TILE * 3];
+    __shared__ double red[REP_TILE];
     int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
     double yi[3] = {0, 0, 0}, f[3] = {0, 0, 0}, sq = 0;
     if (i < n)
@@ -87,10 +90,15 @@ __global__ void tsne_repulsion_kernel(int64_t n, int dims, const float *y, float
             }
         __syncthreads();
     }
-    if (i < n) {
+    if (i < n)
         for (int d = 0; d < dims; d++) rep[i * dims + d] = (float)f[d];
-        atomicAdd(sum_q, sq);
+    red[threadIdx.x] = sq;
+    __syncthreads();
+    for (int w = REP_TILE / 2; w > 0; w /= 2) {
+        if ((int)threadIdx.x < w) red[threadIdx.x] += red[threadIdx.x + w];
+        __syncthreads();
     }
+    if (threadIdx.x == 0) part[blockIdx.x] = red[0];
 }
 
 __global__ void tsne_update_kernel(int64_t m, float exag, float inv_z, float lr, float mom, const float *attr,
@@ -152,16 +160,23 @@ extern "C" int lp_cuda_tsne_attraction(int64_t n, int dims, const int64_t *rowpt
     return (int)e;
 }
 
-// sum_q is a host pointer.
+// sum_q is a host pointer: the blocks' partial sums added on the host in block order.
 extern "C" int lp_cuda_tsne_repulsion(int64_t n, int dims, const float *y, float *rep, double *sum_q) {
-    double *dz = NULL;
-    cudaError_t e = cudaMalloc(&dz, sizeof(double));
-    if (e != cudaSuccess) return (int)e;
-    cudaMemset(dz, 0, sizeof(double));
-    tsne_repulsion_kernel<<<blocks(n, REP_TILE), REP_TILE>>>(n, dims, y, rep, dz);
-    e = cudaGetLastError();
-    if (e == cudaSuccess) e = cudaMemcpy(sum_q, dz, sizeof(double), cudaMemcpyDeviceToHost);
-    cudaFree(dz);
+    const unsigned nb = blocks(n, REP_TILE);
+    double *dpart = NULL, *hpart = (double *)malloc(nb * sizeof(double));
+    if (!hpart) return (int)cudaErrorMemoryAllocation;
+    cudaError_t e = cudaMalloc(&dpart, nb * sizeof(double));
+    if (e == cudaSuccess) {
+        tsne_repulsion_kernel<<<nb, REP_TILE>>>(n, dims, y, rep, dpart);
+        e = cudaGetLastError();
+        if (e == cudaSuccess) e = cudaMemcpy(hpart, dpart, nb * sizeof(double), cudaMemcpyDeviceToHost);
+        cudaError_t f = cudaFree(dpart);
+        if (e == cudaSuccess) e = f;
+    }
+    double z = 0;
+    for (unsigned b = 0; e == cudaSuccess && b < nb; b++) z += hpart[b];
+    if (e == cudaSuccess) *sum_q = z;
+    free(hpart);
     return (int)e;
 }
 

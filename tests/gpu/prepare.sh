@@ -164,6 +164,34 @@ done
   printf '%b' "$MANIFEST"; } >"$DEPS/MANIFEST"
 find "$DEPS/lib" -type f -printf '  %f  %s bytes\n' | sort
 
+# Data the GPU benches read (the host is offline): Fashion-MNIST's 70,000 images and
+# labels (train then test) as two IDX files, xz-compressed (25 MiB; the four .gz files
+# are 29.5 MiB). bench/gpu_tsne.c unpacks them. Made once, cached in $WORK.
+step "bench data: gpu-deps/data"
+FMNIST_SRC=/usr/share/datasets/fashion-mnist
+[ -f "$FMNIST_SRC/train-images-idx3-ubyte.gz" ] ||
+    die "Fashion-MNIST is missing: apt-get install dataset-fashion-mnist (it provides $FMNIST_SRC)"
+mkdir -p "$DEPS/data" "$WORK/data"
+for kind in images labels; do
+    out="fashion-mnist-70k-$kind.idx$([ $kind = images ] && echo 3 || echo 1)-ubyte.xz"
+    if [ ! -f "$WORK/data/$out" ]; then
+        python3 - "$FMNIST_SRC" "$kind" <<'PY' | xz -T2 -9 -c >"$WORK/data/$out.tmp"
+import gzip, struct, sys
+src, kind = sys.argv[1], sys.argv[2]
+parts = [gzip.open(f"{src}/{s}-{kind}-idx{3 if kind == 'images' else 1}-ubyte.gz").read() for s in ("train", "t10k")]
+hdr = 16 if kind == "images" else 8
+n = sum(struct.unpack(">I", p[4:8])[0] for p in parts)
+out = sys.stdout.buffer
+out.write(parts[0][:4] + struct.pack(">I", n) + parts[0][8:hdr])
+for p in parts:
+    out.write(p[hdr:])
+PY
+        mv "$WORK/data/$out.tmp" "$WORK/data/$out"
+    fi
+    cp "$WORK/data/$out" "$DEPS/data/$out"
+done
+find "$DEPS/data" -type f -printf '  %f  %s bytes\n' | sort
+
 # The check's own library step, exactly as the host runs it: every library must come
 # from gpu-deps, the CUDA folders or glibc's set.
 step "library check (as on the host)"

@@ -18,6 +18,11 @@
 #ifdef LOUPE_HAVE_CUDA
 #include <cuda_runtime.h>
 
+/* kernels/tsne_bh.cu, called directly to walk the tree at theta = 0. */
+size_t lp_cuda_tsne_bh_scratch_bytes(int64_t n, int dims);
+int lp_cuda_tsne_bh_repulsion(int64_t n, int dims, double theta, const float *y, float *rep, double *sum_q,
+                              void *scratch, size_t scratch_bytes);
+
 static void *dev_copy(const void *h, size_t bytes) {
     void *d = NULL;
     assert_int_equal(cudaMalloc(&d, bytes), cudaSuccess);
@@ -138,10 +143,11 @@ static void test_gradient_kernels(void **state) {
         ck->attraction(n, dims, p.rowptr, p.col, p.val, y, ac, &plc);
         assert_int_equal(tu_report_mismatch("attraction", ag, ac, n * dims, 1e-9, 1e-5, 5), 0);
         assert_true(fabs(plg - plc) <= 1e-9 * fabs(plc));
-        /* The CUDA repulsion is exact: compare with the exact CPU sum. */
+        /* At theta 0 the CUDA repulsion is the exact kernel: compare with the exact CPU sum
+         * (the tree is tested in test_bh_repulsion). */
         double *rex = malloc(n * dims * sizeof(double)), zex;
         float *rg = malloc(n * dims * sizeof(float));
-        assert_int_equal(gk->repulsion(n, dims, 0.5, dy, drep, &zg), LP_OK);
+        assert_int_equal(gk->repulsion(n, dims, 0.0, dy, drep, &zg), LP_OK);
         host_copy(rg, drep, n * dims * sizeof(float));
         _lp_cpu_tsne_repulsion_exact(n, dims, y, rex, &zex);
         double rel = tu_rel_l2_d(rg, rex, n * dims);
@@ -167,6 +173,74 @@ static void test_gradient_kernels(void **state) {
         free(y), free(idx), free(cp), free(ac), free(ag), free(rex), free(rg), free(upd), free(gains), free(yg);
     }
 }
+/* Clustered points with duplicates: 8 Gaussian clusters, a run of 64 identical points,
+ * 300 copies of earlier points, and points sharing one coordinate. */
+static void bh_points(int64_t n, int dims, uint64_t seed, float *y) {
+    tu_rng r = {seed};
+    float ctr[8][3];
+    for (int c = 0; c < 8; c++)
+        for (int d = 0; d < 3; d++) ctr[c][d] = tu_uniform(&r, -30, 30);
+    for (int64_t i = 0; i < n; i++) {
+        int c = (int)(tu_next(&r) % 8);
+        float sd = c == 0 ? 0.05f : 1.0f + c;
+        for (int d = 0; d < dims; d++) y[i * dims + d] = ctr[c][d] + sd * tu_normal(&r);
+    }
+    for (int64_t i = 100; i < 164; i++)
+        for (int d = 0; d < dims; d++) y[i * dims + d] = y[99 * dims + d];
+    for (int64_t i = 500; i < 800; i++) {
+        int64_t j = (int64_t)(tu_next(&r) % 500);
+        for (int d = 0; d < dims; d++) y[i * dims + d] = y[j * dims + d];
+    }
+    for (int64_t i = 1000; i < 1100; i++) y[i * dims] = y[1000 * dims];
+}
+
+static double z_rel(double z, double zex) { return fabs(z - zex) / zex; }
+
+/* The GPU tree against the exact sum at theta 0 (it must descend to every point), and
+ * at theta 0.5 against the CPU quadtree's error on the same points; then bitwise
+ * repeatability. */
+static void test_bh_repulsion(void **state) {
+    (void)state;
+    const lp_tsne_kernels *gk = lp_tsne_kernels_cuda();
+    assert_non_null(gk);
+    const int64_t n = 4000;
+    for (int dims = 2; dims <= 3; dims++) {
+        const size_t m = (size_t)n * dims;
+        float *y = malloc(m * sizeof(float)), *rg = malloc(m * sizeof(float)), *rc = malloc(m * sizeof(float));
+        float *rg2 = malloc(m * sizeof(float));
+        double *rex = malloc(m * sizeof(double)), zex, zg, zc, zg2;
+        bh_points(n, dims, 11 + dims, y);
+        _lp_cpu_tsne_repulsion_exact(n, dims, y, rex, &zex);
+        float *dy = dev_copy(y, m * sizeof(float)), *drep = dev_copy(NULL, m * sizeof(float));
+        size_t bytes = lp_cuda_tsne_bh_scratch_bytes(n, dims);
+        assert_true(bytes > 0);
+        void *scratch = dev_copy(NULL, bytes);
+        assert_int_equal(lp_cuda_tsne_bh_repulsion(n, dims, 0.0, dy, drep, &zg, scratch, bytes), cudaSuccess);
+        host_copy(rg, drep, m * sizeof(float));
+        double rel0 = tu_rel_l2_d(rg, rex, (int64_t)m);
+        printf("CUDA BH %dD theta 0: rel L2 %.3g, Z rel %.3g\n", dims, rel0, z_rel(zg, zex));
+        assert_true(rel0 <= 1e-5);
+        assert_true(z_rel(zg, zex) <= 1e-9);
+        assert_int_equal(gk->repulsion(n, dims, 0.5, dy, drep, &zg), LP_OK);
+        host_copy(rg, drep, m * sizeof(float));
+        assert_int_equal(_lp_cpu_tsne_repulsion_bh(n, dims, 0.5, y, rc, &zc), LP_OK);
+        double eg = tu_rel_l2_d(rg, rex, (int64_t)m), ec = tu_rel_l2_d(rc, rex, (int64_t)m);
+        printf("CUDA BH %dD theta 0.5: rel L2 %.3g (CPU BH %.3g), Z rel %.3g (CPU BH %.3g)\n", dims, eg, ec,
+               z_rel(zg, zex), z_rel(zc, zex));
+        assert_true(eg <= 2 * ec + 1e-3);
+        assert_true(z_rel(zg, zex) <= 2 * z_rel(zc, zex) + 1e-3);
+        assert_int_equal(gk->repulsion(n, dims, 0.5, dy, drep, &zg2), LP_OK);
+        host_copy(rg2, drep, m * sizeof(float));
+        assert_memory_equal(rg, rg2, m * sizeof(float));
+        assert_true(zg == zg2);
+        /* theta 0 through the table: the exact kernel, repeatable too. */
+        assert_int_equal(gk->repulsion(n, dims, 0.0, dy, drep, &zg), LP_OK);
+        assert_int_equal(gk->repulsion(n, dims, 0.0, dy, drep, &zg2), LP_OK);
+        assert_true(zg == zg2 && z_rel(zg, zex) <= 1e-9);
+        cudaFree(dy), cudaFree(drep), cudaFree(scratch);
+        free(y), free(rg), free(rc), free(rg2), free(rex);
+    }
+}
 #endif
 
 int main(void) {
@@ -178,7 +252,8 @@ int main(void) {
         printf("SKIPPED: no CUDA device on this machine\n");
         return 0;
     }
-    const struct CMUnitTest tests[] = {cmocka_unit_test(test_knn_kernels), cmocka_unit_test(test_gradient_kernels)};
+    const struct CMUnitTest tests[] = {cmocka_unit_test(test_knn_kernels), cmocka_unit_test(test_gradient_kernels),
+                                       cmocka_unit_test(test_bh_repulsion)};
     return cmocka_run_group_tests(tests, NULL, NULL);
 #endif
 }
