@@ -147,9 +147,8 @@ int cmd_embed(int argc, char **argv) {
     if (argc - optind != 1) return cli_fail("embed needs one INPUT: a folder of images, an IDX file or a .npy batch");
     if (!a.out && !a.plot && !a.metrics && !thumbs) a.plot = "embed.png";
     if (neurons && thumbs) return cli_fail("--thumbnails draws inputs; with --neurons the points are channels");
-    /* --device picks where the model runs; the embedding uses the CPU t-SNE (the
-     * CUDA t-SNE kernels are not in this build). */
-    a.o.device = LP_DEVICE_CPU;
+    /* --device picks where both the model and the t-SNE run. */
+    a.o.device = co.device;
     const char *in = argv[optind];
     lp_model *m = NULL;
     lp_run *r = NULL;
