@@ -20,9 +20,12 @@ FMNIST = "/usr/share/datasets/fashion-mnist"
 
 
 def load_images(n):
-    with gzip.open(f"{FMNIST}/train-images-idx3-ubyte.gz", "rb") as f:
-        data = f.read()
-    arr = np.frombuffer(data, np.uint8, offset=16).reshape(-1, 784)[:n]
+    """The first n of the 70,000 images: the training set, then the test set (as bench/tsne.c)."""
+    parts = []
+    for name in ("train", "t10k"):
+        with gzip.open(f"{FMNIST}/{name}-images-idx3-ubyte.gz", "rb") as f:
+            parts.append(np.frombuffer(f.read(), np.uint8, offset=16).reshape(-1, 784))
+    arr = np.concatenate(parts)[:n]
     return (arr / 255.0).astype(np.float32)
 
 
