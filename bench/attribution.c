@@ -242,10 +242,9 @@ int main(int argc, char **argv) {
     if (o.peer && run_peer(&o, "--time", all, one, js, sizeof js))
         fprintf(stderr, "attribution: the peer failed (%s); its column stays empty\n", o.python);
 
-    char cpu[256], tv[64];
-    cpu_model(cpu, sizeof cpu);
+    char tv[64];
     printf("\nattribution: %s, 224 x 224, %s (%s); peer: Captum / pytorch-grad-cam on PyTorch %s, %d threads\n",
-           o.model, lp_device_name(o.dev), o.dev == LP_DEVICE_CPU ? cpu : "GPU", json_str(js, "torch", tv, sizeof tv),
+           o.model, lp_device_name(o.dev), lp_device_description(o.dev), json_str(js, "torch", tv, sizeof tv),
            (int)json_num(js, "threads"));
     printf("one-pass methods at batch %d (images/s); sampling methods on one image (ms/image): IG %d steps,\n"
            "smoothgrad family and gradient_shap %d samples, occlusion %d px at stride %d, RISE %d masks\n\n",

@@ -196,9 +196,8 @@ int main(int argc, char **argv) {
         if (bench_model(&o, &rows[i]) || !rows[i].pass) bad = 1;
     if (o.peer) run_peer(&o, rows, nrows);
 
-    char cpu[256];
-    cpu_model(cpu, sizeof cpu);
-    printf("CPU: %s, %d threads (OpenMP); batch %d, median of %d runs after a warm-up\n", cpu,
+    printf("CPU: %s, %d threads (OpenMP); batch %d, median of %d runs after a warm-up\n",
+           lp_device_description(LP_DEVICE_CPU),
            omp_get_max_threads(), o.batch, o.iters);
     printf("peer: PyTorch (bench/peer_cpu_forward.py, torch.no_grad forward; autograd.grad "
            "w.r.t. the input)\n");
