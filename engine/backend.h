@@ -16,6 +16,8 @@ typedef struct lp_conv_desc {
     int ph0, pw0, ph1, pw1;/* pads: begin (top, left), end (bottom, right) */
     int dh, dw;            /* dilations */
     int groups;
+    int relu;              /* forward only: y = max(0, conv + b), the activation fused
+                            * into the convolution's last pass (the executor sets it) */
 } lp_conv_desc;
 
 typedef struct lp_pool_desc {
@@ -159,6 +161,17 @@ const char *lp_cuda_device_name(void);
 lp_status lp_cuda_memory_stats(lp_memory_stats *out);
 void lp_cuda_memory_reset_peak(void);
 void lp_cuda_memory_trim(void);
+/* CUDA graphs (cuda_graph.c; without CUDA, begin fails and the rest are no-ops).
+ * begin starts capturing the backend's stream; end gives the graph, or NULL when the
+ * pass was not graphable (none of its work ran: run it again without capture). */
+typedef struct lp_graph lp_graph;
+lp_status lp_cuda_graph_begin(void);
+lp_status lp_cuda_graph_end(lp_graph **out);
+lp_status lp_cuda_graph_launch(const lp_graph *g);
+void lp_cuda_graph_free(lp_graph *g);
+/* Changes whenever a scratch slot moves or is freed: graphs captured before hold
+ * stale scratch pointers. */
+uint64_t lp_cuda_scratch_epoch(void);
 /* The backend for a device, or NULL with a message. */
 const lp_backend *lp_backend_get(lp_device dev);
 

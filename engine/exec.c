@@ -7,6 +7,17 @@
 #include <stdlib.h>
 #include <string.h>
 
+/* A CUDA graph of one pass and the key it was captured under: every pointer, shape
+ * and setting the pass's kernels were launched with. A pass whose key repeats the
+ * last pass's is captured; from then on the same key replays the graph. */
+typedef struct pass_graph {
+    uint64_t *key;
+    size_t n_key;
+    int refused;    /* this key's pass is not graphable (it copies to or from the host) */
+    lp_graph *g;
+    char *live;     /* backward: which gradients the pass leaves live */
+} pass_graph;
+
 struct lp_run {
     lp_model *m;
     lp_device dev;
@@ -22,6 +33,13 @@ struct lp_run {
     int64_t gen;       /* the model's weights_gen the device copies hold (-1: none yet) */
     int forward_only;  /* free each activation after its last reader (no backward) */
     int *last_use;     /* per value: index of the last node that reads it (forward_only) */
+    int *fuse;         /* per node (forward_only): the Relu node fused into this Conv, or -1 */
+    char *fused;       /* per node: a Relu computed by its Conv (skipped) */
+    int graphs;        /* CUDA graphs: -1 not decided yet, 0 off, 1 on */
+    pass_graph pg[2];  /* [0] forward, [1] backward */
+    uint64_t *key;     /* the key of the pass about to run */
+    size_t n_key;
+    int64_t n_replays; /* passes replayed from a graph */
 };
 
 static lp_status value_id(const lp_run *r, const char *name, int *id) {
@@ -43,6 +61,7 @@ lp_status lp_run_new(lp_model *m, lp_device dev, lp_run **out) {
     r->dev = dev;
     r->be = be;
     r->gen = -1;
+    r->graphs = -1;
     r->val = lp_calloc(nv, sizeof *r->val);
     r->owned = lp_calloc(nv, 1);
     r->grad = lp_calloc(nv, sizeof *r->grad);
@@ -81,7 +100,55 @@ void lp_run_free(lp_run *r) {
     free(r->shapes);
     free(r->capture);
     free(r->last_use);
+    free(r->fuse);
+    free(r->fused);
+    for (int p = 0; p < 2; p++) {
+        lp_cuda_graph_free(r->pg[p].g);
+        free(r->pg[p].key);
+        free(r->pg[p].live);
+    }
+    free(r->key);
     free(r);
+}
+
+/* Forward-only runs fuse each ReLU that is a convolution's only reader into the
+ * convolution's last pass (bias and activation in one read and write): the
+ * pre-activation is never stored. Runs that keep activations do not fuse, since
+ * methods and backward rules may read any value. */
+static lp_status plan_fusion(lp_run *r) {
+    const lp_model *m = r->m;
+    int *readers = lp_calloc((size_t)m->n_values + 1, sizeof *readers);
+    r->fuse = lp_calloc((size_t)m->n_nodes + 1, sizeof *r->fuse);
+    r->fused = lp_calloc((size_t)m->n_nodes + 1, 1);
+    if (!readers || !r->fuse || !r->fused) {
+        free(readers);
+        return LP_ERR_OOM;
+    }
+    for (int i = 0; i < m->n_nodes; i++) {
+        r->fuse[i] = -1;
+        for (int k = 0; k < m->nodes[i].n_in; k++)
+            if (m->nodes[i].in[k] >= 0) readers[m->nodes[i].in[k]]++;
+    }
+    for (int k = 0; k < m->n_outputs; k++) readers[m->outputs[k]]++; /* an output is kept: never fused away */
+    const char *off = getenv("LOUPE_FUSE");
+    for (int j = 0; j < m->n_nodes && !(off && !strcmp(off, "0")); j++) {
+        const lp_node *n = &m->nodes[j];
+        if (strcmp(n->op->type, "Relu") || n->n_in != 1 || n->n_out != 1 || n->in[0] < 0) continue;
+        int v = n->in[0], i = m->values[v].producer;
+        if (i < 0 || readers[v] != 1 || strcmp(m->nodes[i].op->type, "Conv") || m->nodes[i].n_out != 1) continue;
+        r->fuse[i] = j;
+        r->fused[j] = 1;
+    }
+    free(readers);
+    return LP_OK;
+}
+
+/* The Relu node fused into Conv node i in this pass, or -1: a value the caller asked
+ * to keep is stored as computed. */
+static int fusion_partner(const lp_run *r, int i) {
+    int j = r->fuse[i];
+    if (j < 0 || r->capture_all || r->capture[r->m->nodes[i].out[0]]) return -1;
+    return j;
 }
 
 lp_status lp_run_set_forward_only(lp_run *r, int on) {
@@ -94,7 +161,7 @@ lp_status lp_run_set_forward_only(lp_run *r, int on) {
         for (int k = 0; k < r->m->nodes[i].n_in; k++)
             if (r->m->nodes[i].in[k] >= 0) r->last_use[r->m->nodes[i].in[k]] = i;
     for (int k = 0; k < r->m->n_outputs; k++) r->last_use[r->m->outputs[k]] = r->m->n_nodes; /* kept */
-    return LP_OK;
+    return plan_fusion(r);
 }
 
 /* forward_only: give back the activations node i was the last to read. The caching
@@ -159,6 +226,123 @@ static lp_status bind_constants(lp_run *r) {
     return LP_OK;
 }
 
+/* ---- CUDA graphs ------------------------------------------------------------------ */
+
+static int graphs_on(lp_run *r) {
+    if (r->graphs < 0) {
+        const char *e = getenv("LOUPE_CUDA_GRAPHS");
+        r->graphs = r->dev == LP_DEVICE_CUDA && !(e && !strcmp(e, "0"));
+    }
+    return r->graphs && !r->forward_only; /* forward-only runs allocate as they go */
+}
+
+/* The key of the pass about to run (phase 0 forward, 1 backward) into r->key. */
+static lp_status pass_key(lp_run *r, int phase, int of, int wgrads) {
+    const lp_model *m = r->m;
+    size_t n = 6 + (size_t)m->n_values * (3 + LP_MAX_DIMS);
+    if (!r->key) {
+        r->key = lp_calloc(n, sizeof *r->key);
+        if (!r->key) return LP_ERR_OOM;
+    }
+    uint64_t *k = r->key;
+    size_t o = 0;
+    k[o++] = (uint64_t)phase;
+    k[o++] = (uint64_t)(uintptr_t)r->be; /* the precision */
+    k[o++] = lp_cuda_scratch_epoch();
+    k[o++] = (uint64_t)m->weights_gen;   /* ops read scalar constants on the host */
+    k[o++] = (uint64_t)(int64_t)of;
+    k[o++] = (uint64_t)wgrads;
+    for (int v = 0; v < m->n_values; v++) {
+        k[o++] = r->val[v] ? (uint64_t)(uintptr_t)r->val[v]->data : 0;
+        k[o++] = phase && r->grad[v] ? (uint64_t)(uintptr_t)r->grad[v]->data : 0;
+        k[o++] = (uint64_t)r->shapes[v].ndim;
+        for (int d = 0; d < LP_MAX_DIMS; d++) k[o++] = d < r->shapes[v].ndim ? (uint64_t)r->shapes[v].d[d] : 0;
+    }
+    r->n_key = o;
+    return LP_OK;
+}
+
+enum { PASS_EAGER, PASS_CAPTURE, PASS_REPLAY };
+
+static int pass_mode(const lp_run *r, const pass_graph *pg) {
+    if (!pg->key || pg->n_key != r->n_key || memcmp(pg->key, r->key, r->n_key * sizeof *r->key)) return PASS_EAGER;
+    return pg->g ? PASS_REPLAY : pg->refused ? PASS_EAGER : PASS_CAPTURE;
+}
+
+/* After an eager pass: remember its key (a new key drops the old graph). */
+static lp_status pass_seen(lp_run *r, pass_graph *pg) {
+    if (pg->key && pg->n_key == r->n_key && !memcmp(pg->key, r->key, r->n_key * sizeof *r->key)) return LP_OK;
+    lp_cuda_graph_free(pg->g);
+    pg->g = NULL;
+    pg->refused = 0;
+    if (!pg->key) {
+        pg->key = lp_malloc(r->n_key * sizeof *pg->key);
+        if (!pg->key) return LP_ERR_OOM;
+    }
+    memcpy(pg->key, r->key, r->n_key * sizeof *pg->key);
+    pg->n_key = r->n_key;
+    return LP_OK;
+}
+
+/* Run body(r, arg) as `mode` says: captured and launched, or (capture refused, or
+ * eager) as usual. *done is 1 when the graph ran the pass. */
+typedef lp_status (*pass_body)(lp_run *r, void *arg);
+static lp_status pass_capture(lp_run *r, pass_graph *pg, pass_body body, void *arg, int *done) {
+    *done = 0;
+    if (lp_cuda_graph_begin() != LP_OK) {
+        lp_clear_error();
+        pg->refused = 1;
+        return LP_OK;
+    }
+    lp_status s = body(r, arg);
+    lp_graph *g = NULL;
+    lp_status e = lp_cuda_graph_end(&g);
+    if (s != LP_OK || e != LP_OK || !g) { /* nothing of the pass ran: the caller runs it again */
+        lp_cuda_graph_free(g);
+        lp_clear_error();
+        pg->refused = 1;
+        return e == LP_ERR_OOM ? e : LP_OK;
+    }
+    pg->g = g;
+    LP_TRY(lp_cuda_graph_launch(g));
+    *done = 1;
+    return LP_OK;
+}
+
+int64_t _lp_run_graph_replays(const lp_run *r) { return r->n_replays; }
+
+void _lp_run_set_graphs(lp_run *r, int on) { r->graphs = on ? r->dev == LP_DEVICE_CUDA : 0; }
+
+/* The forward pass's nodes (the executor's loop; captured whole when graphs are on). */
+static lp_status forward_nodes(lp_run *r, void *arg) {
+    (void)arg;
+    lp_model *m = r->m;
+    lp_ctx c = {r->be, m, NULL, 0};
+    for (int i = 0; i < m->n_nodes; i++) {
+        const lp_node *n = &m->nodes[i];
+        lp_tensor *in[LP_MAX_IO], *out[LP_MAX_IO];
+        const int fj = r->forward_only ? fusion_partner(r, i) : -1;
+        if (r->forward_only && r->fused[i] && fusion_partner(r, m->values[n->in[0]].producer) == i) {
+            release_inputs(r, n, i);
+            continue; /* this ReLU ran inside its convolution */
+        }
+        for (int k = 0; k < n->n_in; k++) in[k] = n->in[k] >= 0 ? r->val[n->in[k]] : NULL;
+        for (int k = 0; k < n->n_out; k++) {
+            int v = fj >= 0 ? m->nodes[fj].out[0] : n->out[k]; /* fused: the conv writes the ReLU's output */
+            LP_TRY(ensure_tensor(r, v, &r->shapes[v], m->values[v].dtype));
+            out[k] = r->val[v];
+        }
+        c.fuse_relu = fj >= 0;
+        lp_status s = n->op->forward(&c, n, in, out);
+        if (s != LP_OK) {
+            char ctx[512];
+            return lp_fail_prefix(s, "%s", lp_node_ctx(m, n, ctx, sizeof ctx));
+        }
+        if (r->forward_only) release_inputs(r, n, i);
+    }
+    return LP_OK;
+}
+
 lp_status lp_run_forward(lp_run *r, const lp_tensor *input) {
     lp_model *m = r->m;
     char a[96], b[96];
@@ -193,28 +377,40 @@ lp_status lp_run_forward(lp_run *r, const lp_tensor *input) {
         lp_tensor_free(r->val[in_id]);
         r->val[in_id] = tmp;
     }
-    lp_ctx c = {r->be, m, NULL};
-    for (int i = 0; i < m->n_nodes; i++) {
-        const lp_node *n = &m->nodes[i];
-        lp_tensor *in[LP_MAX_IO], *out[LP_MAX_IO];
-        for (int k = 0; k < n->n_in; k++) in[k] = n->in[k] >= 0 ? r->val[n->in[k]] : NULL;
-        for (int k = 0; k < n->n_out; k++) {
-            int v = n->out[k];
-            LP_TRY(ensure_tensor(r, v, &r->shapes[v], m->values[v].dtype));
-            out[k] = r->val[v];
+    const int graphed = graphs_on(r);
+    if (graphed) {
+        pass_graph *pg = &r->pg[0];
+        LP_TRY(pass_key(r, 0, -1, 0));
+        int mode = pass_mode(r, pg), done = 0;
+        if (mode == PASS_REPLAY) {
+            LP_TRY(lp_cuda_graph_launch(pg->g));
+            r->n_replays++;
+            done = 1;
+        } else if (mode == PASS_CAPTURE) {
+            LP_TRY(pass_capture(r, pg, forward_nodes, NULL, &done));
         }
-        lp_status s = n->op->forward(&c, n, in, out);
-        if (s != LP_OK) {
-            char ctx[512];
-            return lp_fail_prefix(s, "%s", lp_node_ctx(m, n, ctx, sizeof ctx));
+        if (done) {
+            r->has_forward = 1;
+            return LP_OK;
         }
-        if (r->forward_only) release_inputs(r, n, i);
+    }
+    LP_TRY(forward_nodes(r, NULL));
+    if (graphed) { /* the key after the pass: its tensors exist now */
+        LP_TRY(pass_key(r, 0, -1, 0));
+        LP_TRY(pass_seen(r, &r->pg[0]));
     }
     r->has_forward = 1;
     return LP_OK;
 }
 
+
 lp_model *_lp_run_model(const lp_run *r) { return r->m; }
+
+int _lp_run_fused(const lp_run *r) {
+    int n = 0;
+    for (int i = 0; r->forward_only && r->fused && i < r->m->n_nodes; i++) n += r->fused[i];
+    return n;
+}
 
 /* Only the nodes downstream of `name` run again, so a method that edits one
  * activation many times (Ablation-CAM) pays for the tail of the network alone. */
@@ -242,7 +438,7 @@ lp_status _lp_run_forward_from(lp_run *r, const char *name, const lp_tensor *val
     if (!dirty) return LP_ERR_OOM;
     dirty[id] = 1;
     r->has_forward = 0; /* until the tail is consistent again */
-    lp_ctx c = {r->be, m, NULL};
+    lp_ctx c = {r->be, m, NULL, 0};
     for (int i = m->values[id].producer + 1; s == LP_OK && i < m->n_nodes; i++) {
         const lp_node *n = &m->nodes[i];
         lp_tensor *in[LP_MAX_IO], *out[LP_MAX_IO];
@@ -298,6 +494,64 @@ static lp_status ensure_grad(lp_run *r, int v) {
     return s;
 }
 
+/* The backward pass's nodes, from value `of` down (captured whole when graphs are on). */
+typedef struct backward_arg {
+    const lp_backward_opts *opts;
+    const char *req;
+    int of;
+} backward_arg;
+
+static lp_status backward_nodes(lp_run *r, void *arg) {
+    const backward_arg *a = arg;
+    lp_model *m = r->m;
+    const lp_backward_opts *opts = a->opts;
+    const char *req = a->req;
+    lp_status s = LP_OK;
+    lp_ctx c = {r->be, m, opts->rules ? opts->rules->user : NULL, 0};
+    int last = m->values[a->of].producer;
+    for (int i = last; i >= 0; i--) {
+        const lp_node *n = &m->nodes[i];
+        lp_tensor *in[LP_MAX_IO], *out[LP_MAX_IO], *dout[LP_MAX_IO], *din[LP_MAX_IO];
+        int live = 0;
+        for (int k = 0; k < n->n_out; k++) {
+            dout[k] = r->grad_live[n->out[k]] ? r->grad[n->out[k]] : NULL;
+            out[k] = r->val[n->out[k]];
+            live |= dout[k] != NULL;
+        }
+        if (!live) continue;
+        int need = 0;
+        for (int k = 0; k < n->n_in; k++) {
+            int v = n->in[k];
+            in[k] = v >= 0 ? r->val[v] : NULL;
+            din[k] = NULL;
+            if (v < 0 || !req[v]) continue;
+            if (!r->grad_live[v]) {
+                s = ensure_grad(r, v);
+                if (s != LP_OK) return s;
+            }
+            din[k] = r->grad[v];
+            need = 1;
+        }
+        if (!need) continue;
+        lp_backward_fn fn = n->op->backward;
+        if (opts->rules) {
+            int idx = lp_op_index(n->op);
+            if (idx >= 0 && idx < opts->rules->n && opts->rules->fn[idx]) fn = opts->rules->fn[idx];
+        }
+        char ctx[512];
+        if (!fn) {
+            s = lp_fail(LP_ERR_UNSUPPORTED, "%s: no gradient is defined for this op", lp_node_ctx(m, n, ctx, sizeof ctx));
+            return s;
+        }
+        s = fn(&c, n, in, out, dout, din);
+        if (s != LP_OK) {
+            s = lp_fail_prefix(s, "%s (backward)", lp_node_ctx(m, n, ctx, sizeof ctx));
+            return s;
+        }
+    }
+    return LP_OK;
+}
+
 lp_status lp_run_backward(lp_run *r, const lp_backward_opts *opts) {
     lp_model *m = r->m;
     lp_backward_opts dflt = {0};
@@ -348,47 +602,36 @@ lp_status lp_run_backward(lp_run *r, const lp_backward_opts *opts) {
     }
     if (s != LP_OK) goto out;
 
-    lp_ctx c = {r->be, m, opts->rules ? opts->rules->user : NULL};
-    int last = m->values[of].producer;
-    for (int i = last; i >= 0; i--) {
-        const lp_node *n = &m->nodes[i];
-        lp_tensor *in[LP_MAX_IO], *out[LP_MAX_IO], *dout[LP_MAX_IO], *din[LP_MAX_IO];
-        int live = 0;
-        for (int k = 0; k < n->n_out; k++) {
-            dout[k] = r->grad_live[n->out[k]] ? r->grad[n->out[k]] : NULL;
-            out[k] = r->val[n->out[k]];
-            live |= dout[k] != NULL;
+    backward_arg ba = {opts, req, of};
+    /* Rules may carry host state the kernels are launched with: only the plain
+     * gradient is graphed. */
+    const int graphed = graphs_on(r) && !opts->rules;
+    pass_graph *pg = &r->pg[1];
+    if (graphed) {
+        int mode = PASS_EAGER, done = 0;
+        if (!pg->live && !(pg->live = lp_malloc(nv + 1))) s = LP_ERR_OOM;
+        if (s == LP_OK) s = pass_key(r, 1, of, opts->weight_grads);
+        if (s == LP_OK) mode = pass_mode(r, pg);
+        if (s == LP_OK && mode == PASS_REPLAY) {
+            s = lp_cuda_graph_launch(pg->g);
+            r->n_replays++;
+            done = 1;
+        } else if (s == LP_OK && mode == PASS_CAPTURE) {
+            s = pass_capture(r, pg, backward_nodes, &ba, &done);
+            if (done && s == LP_OK) memcpy(pg->live, r->grad_live, nv); /* what replays leave live */
         }
-        if (!live) continue;
-        int need = 0;
-        for (int k = 0; k < n->n_in; k++) {
-            int v = n->in[k];
-            in[k] = v >= 0 ? r->val[v] : NULL;
-            din[k] = NULL;
-            if (v < 0 || !req[v]) continue;
-            if (!r->grad_live[v]) {
-                s = ensure_grad(r, v);
-                if (s != LP_OK) goto out;
-            }
-            din[k] = r->grad[v];
-            need = 1;
-        }
-        if (!need) continue;
-        lp_backward_fn fn = n->op->backward;
-        if (opts->rules) {
-            int idx = lp_op_index(n->op);
-            if (idx >= 0 && idx < opts->rules->n && opts->rules->fn[idx]) fn = opts->rules->fn[idx];
-        }
-        char ctx[512];
-        if (!fn) {
-            s = lp_fail(LP_ERR_UNSUPPORTED, "%s: no gradient is defined for this op", lp_node_ctx(m, n, ctx, sizeof ctx));
+        if (s != LP_OK || done) {
+            if (s == LP_OK && mode == PASS_REPLAY) memcpy(r->grad_live, pg->live, nv);
             goto out;
         }
-        s = fn(&c, n, in, out, dout, din);
-        if (s != LP_OK) {
-            s = lp_fail_prefix(s, "%s (backward)", lp_node_ctx(m, n, ctx, sizeof ctx));
-            goto out;
-        }
+        /* capture refused: grad_live may hold the attempt's marks; the pass below redoes them */
+        memset(r->grad_live, 0, nv);
+        r->grad_live[of] = 1;
+    }
+    s = backward_nodes(r, &ba);
+    if (s == LP_OK && graphed) {
+        s = pass_key(r, 1, of, opts->weight_grads);
+        if (s == LP_OK) s = pass_seen(r, pg);
     }
 out:
     free(req);

@@ -162,6 +162,8 @@ typedef struct lp_ctx {
     const lp_backend *be;
     lp_model *model;
     void *rule_user; /* backward: the rule table's `user` (NULL without rules) */
+    int fuse_relu;   /* forward: the node's output goes straight through a ReLU (Conv only;
+                      * the executor fuses a Relu that is a convolution's only reader) */
 } lp_ctx;
 
 /* Ops' forward/backward see tensors on the run's device; int64 tensors (shapes,
@@ -210,6 +212,12 @@ struct lp_rules {
 
 /* The model a run executes (for the attribution methods). */
 lp_model *_lp_run_model(const lp_run *r);
+/* How many Conv+Relu pairs a forward-only run computes as one (0 otherwise). */
+int _lp_run_fused(const lp_run *r);
+/* How many passes this run replayed from a CUDA graph. */
+int64_t _lp_run_graph_replays(const lp_run *r);
+/* CUDA graphs for this run on or off (default: on for CUDA unless LOUPE_CUDA_GRAPHS=0). */
+void _lp_run_set_graphs(lp_run *r, int on);
 /* After a forward: overwrite activation `name` with `value` (its shape and dtype in
  * this run) and re-run only the nodes that depend on it; all else keeps the last
  * forward's values. The edited activation stays for a following backward. */

@@ -22,4 +22,16 @@ lp_status lp_cuda_memory_stats(lp_memory_stats *out) {
 }
 void lp_cuda_memory_reset_peak(void) {}
 void lp_cuda_memory_trim(void) {}
+
+lp_status lp_cuda_graph_begin(void) { return lp_fail(LP_ERR_DEVICE, "this build of Loupe has no CUDA backend"); }
+lp_status lp_cuda_graph_end(lp_graph **out) {
+    *out = NULL;
+    return LP_OK;
+}
+lp_status lp_cuda_graph_launch(const lp_graph *g) {
+    (void)g;
+    return lp_fail(LP_ERR_DEVICE, "this build of Loupe has no CUDA backend");
+}
+void lp_cuda_graph_free(lp_graph *g) { (void)g; }
+uint64_t lp_cuda_scratch_epoch(void) { return 0; }
 #endif

@@ -190,6 +190,15 @@ static void dw_pad_plane(const lp_conv_desc *d, const dw_geom *g, const float *x
     }
 }
 
+/* The fused activation on rows x len floats, `stride` apart, while they are cached
+ * (the same expression as the Relu op's, so fused and unfused agree bit for bit). */
+static void relu_rows(float *y, int rows, int64_t len, int64_t stride) {
+    for (int r = 0; r < rows; r++) {
+        float *restrict yr = y + r * stride;
+        for (int64_t q = 0; q < len; q++) yr[q] = yr[q] > 0.f ? yr[q] : 0.f;
+    }
+}
+
 static void dw_fwd(const lp_conv_desc *d, const float *x, const float *w, const float *b, float *y, float *scratch,
                    int nt) {
     const int64_t hw = (int64_t)d->h * d->w, ohw = (int64_t)d->oh * d->ow;
@@ -218,6 +227,7 @@ static void dw_fwd(const lp_conv_desc *d, const float *x, const float *w, const 
                                 for (int ox = 0; ox < d->ow; ox++) yr[ox] += wv * xr[(int64_t)ox * d->sw];
                         }
                     }
+                    if (d->relu) relu_rows(yr, 1, d->ow, d->ow);
                 }
             }
         }
@@ -384,6 +394,7 @@ static void fwd_chunk(const lp_conv_desc *d, const conv_plan *p, const conv_io *
                         for (int64_t q = 0; q < tc; q++) yt[r * ohw + q] = b[g * kg + r];
                 _lp_cpu_sgemm(0, 0, kg, (int)tc, (int)crow, 1.f, wg, (int)crow, col, (int)tc, b ? 1.f : 0.f, yt,
                               (int)ohw);
+                if (d->relu) relu_rows(yt, kg, tc, ohw);
             }
             continue;
         }
@@ -399,6 +410,7 @@ static void fwd_chunk(const lp_conv_desc *d, const conv_plan *p, const conv_io *
                     for (int64_t q = 0; q < ohw; q++) yg[r * ohw + q] = b[g * kg + r];
             _lp_cpu_sgemm(0, 0, kg, (int)ohw, (int)crow, 1.f, wg, (int)crow, bmat, (int)ohw, b ? 1.f : 0.f, yg,
                           (int)ohw);
+            if (d->relu) relu_rows(yg, kg, ohw, ohw);
         } else {
             _lp_cpu_sgemm(0, 0, kg, (int)cols, (int)crow, 1.f, wg, (int)crow, bmat, (int)cols, 0.f, out, (int)cols);
 #pragma omp parallel for collapse(2) schedule(static) if (kg * cols > LP_CPU_PAR_MIN)
@@ -408,6 +420,7 @@ static void fwd_chunk(const lp_conv_desc *d, const conv_plan *p, const conv_io *
                     const float *src = out + r * cols + img * ohw;
                     float bv = b ? b[g * kg + r] : 0.f;
                     for (int64_t q = 0; q < ohw; q++) dst[q] = src[q] + bv;
+                    if (d->relu) relu_rows(dst, 1, ohw, ohw);
                 }
             }
         }

@@ -11,11 +11,14 @@
 /* ---- memory ---- */
 static lp_status g_alloc(size_t bytes, void **p) { return _lp_cuda_alloc(bytes, p); }
 static void g_free(void *p) { _lp_cuda_free(p); }
+/* Host copies and syncs read or write host memory now: never part of a graph. */
 static lp_status g_upload(void *dst, const void *src, size_t bytes) {
+    if (_lp_cuda_capturing()) return _lp_cuda_capture_refuse("a host-to-device copy");
     if (bytes) LP_CUDA(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyHostToDevice, _lp_cuda()->stream));
     return LP_OK;
 }
 static lp_status g_download(void *dst, const void *src, size_t bytes) {
+    if (_lp_cuda_capturing()) return _lp_cuda_capture_refuse("a device-to-host copy");
     cudaStream_t s = _lp_cuda()->stream;
     if (bytes) LP_CUDA(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToHost, s));
     LP_CUDA(cudaStreamSynchronize(s)); /* the host reads dst next */
@@ -30,6 +33,7 @@ static lp_status g_zero(void *p, size_t bytes) {
     return LP_OK;
 }
 static lp_status g_sync(void) {
+    if (_lp_cuda_capturing()) return _lp_cuda_capture_refuse("a device sync");
     LP_CUDA(cudaStreamSynchronize(_lp_cuda()->stream));
     return LP_OK;
 }

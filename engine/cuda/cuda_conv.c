@@ -176,6 +176,7 @@ static lp_status plan_get(lp_cuda *c, lp_precision prec, int dir, const lp_conv_
             *out = plans[i];
             return LP_OK;
         }
+    if (_lp_cuda_capturing()) return _lp_cuda_capture_refuse("a convolution plan being measured");
     if (d->groups <= 0 || d->c % d->groups || d->k % d->groups)
         return lp_fail(LP_ERR_SHAPE, "cuda conv: %d input and %d output channels do not split into %d groups", d->c,
                        d->k, d->groups);
@@ -250,7 +251,9 @@ lp_status _lp_cuda_conv_fwd(lp_precision prec, const lp_conv_desc *d, const floa
     if (!c) return LP_ERR_DEVICE;
     conv_plan *p;
     void *ws;
-    if (bf16_fallback(c, &prec, DIR_FWD, d, &p)) return LP_ERR_UNSUPPORTED;
+    lp_conv_desc key = *d;
+    key.relu = 0; /* the fused activation is our epilogue's, not cuDNN's: one plan serves both */
+    if (bf16_fallback(c, &prec, DIR_FWD, &key, &p)) return LP_ERR_UNSUPPORTED;
     LP_TRY(workspace(c, p, &ws));
     const lp_stream s = (lp_stream)c->stream;
     const int64_t ohw = (int64_t)d->oh * d->ow;
@@ -258,7 +261,7 @@ lp_status _lp_cuda_conv_fwd(lp_precision prec, const lp_conv_desc *d, const floa
     if (prec != LP_PREC_BF16) {
         LP_DNN(cudnnConvolutionForward(c->dnn, &one, p->x, x, p->w, w, p->conv, (cudnnConvolutionFwdAlgo_t)p->algo, ws,
                                        p->ws, &zero, p->y, y));
-        if (b) LP_KERNEL(lp_k_add_bias(s, d->n, d->k, ohw, b, y));
+        LP_KERNEL(lp_k_bias_act(s, d->n, d->k, ohw, b, d->relu, y));
         return LP_OK;
     }
     void *x16, *w16, *y16;
@@ -270,7 +273,7 @@ lp_status _lp_cuda_conv_fwd(lp_precision prec, const lp_conv_desc *d, const floa
     LP_KERNEL(lp_k_nchw_to_nhwc_bf16(s, d->k, d->c / d->groups, (int64_t)d->kh * d->kw, w, w16));
     LP_DNN(cudnnConvolutionForward(c->dnn, &one, p->x, x16, p->w, w16, p->conv, (cudnnConvolutionFwdAlgo_t)p->algo, ws,
                                    p->ws, &zero, p->y, y16));
-    LP_KERNEL(lp_k_nhwc_bf16_to_nchw(s, d->n, d->k, ohw, y16, b, y, 0));
+    LP_KERNEL(lp_k_nhwc_bf16_to_nchw(s, d->n, d->k, ohw, y16, b, y, 0, d->relu));
     return LP_OK;
 }
 
@@ -305,12 +308,12 @@ lp_status _lp_cuda_conv_bwd_data(lp_precision prec, const lp_conv_desc *d, const
     LP_DNN(cudnnConvolutionBackwardData(c->dnn, &one, p->w, w16, p->y, dy16, p->conv,
                                         (cudnnConvolutionBwdDataAlgo_t)p->algo, ws, p->ws, &zero, p->x, dx16));
     if (!p->asym) {
-        LP_KERNEL(lp_k_nhwc_bf16_to_nchw(s, d->n, d->c, xhw, dx16, NULL, dx, 1));
+        LP_KERNEL(lp_k_nhwc_bf16_to_nchw(s, d->n, d->c, xhw, dx16, NULL, dx, 1, 0));
         return LP_OK;
     }
     void *dxp;
     LP_TRY(_lp_cuda_scratch(LP_SLOT_GRAD, sizeof(float) * padded, &dxp));
-    LP_KERNEL(lp_k_nhwc_bf16_to_nchw(s, d->n, d->c, xhw, dx16, NULL, dxp, 0));
+    LP_KERNEL(lp_k_nhwc_bf16_to_nchw(s, d->n, d->c, xhw, dx16, NULL, dxp, 0, 0));
     return unpad_grad(c, d, dxp, dx);
 }
 

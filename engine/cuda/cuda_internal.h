@@ -16,6 +16,7 @@ typedef struct lp_cuda {
     cudaStream_t stream;
     cudnnHandle_t dnn;
     cublasHandle_t blas;
+    void *blas_ws; /* cuBLAS's fixed workspace */
     int device;
     char name[256];
 } lp_cuda;
@@ -65,6 +66,12 @@ lp_status _lp_cuda_scratch(lp_cuda_slot slot, size_t bytes, void **p);
 void _lp_cuda_release_cache(void);
 /* Not thread-safe beyond the allocator: the scratch slots and convolution plans assume
  * one thread drives the backend at a time, as the executor does. */
+
+/* Graph capture (cuda_graph.c): while a pass is being captured, whatever cannot be
+ * replayed (allocation, free, host copy, sync) calls _lp_cuda_capture_refuse, which
+ * drops the capture and returns the status to hand back. */
+int _lp_cuda_capturing(void);
+lp_status _lp_cuda_capture_refuse(const char *what);
 
 /* cuDNN convolution (cuda_conv.c) for one precision. */
 lp_status _lp_cuda_conv_fwd(lp_precision p, const lp_conv_desc *d, const float *x, const float *w, const float *b,

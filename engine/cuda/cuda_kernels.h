@@ -58,16 +58,18 @@ int lp_k_channel_affine_fwd(lp_stream s, int n, int c, int64_t hw, const float *
                             const float *shift, float *y);
 int lp_k_channel_affine_bwd(lp_stream s, int n, int c, int64_t hw, const float *x, const float *scale,
                             const float *dy, float *dx, float *dscale, float *dshift);
-/* bias over channels of NCHW: y[n][c][p] += b[c] */
-int lp_k_add_bias(lp_stream s, int n, int c, int64_t hw, const float *b, float *y);
+/* bias over channels of NCHW, then the fused ReLU: y[n][c][p] = act(y + b[c]); b may
+ * be NULL, act is max(0, .) when relu else identity */
+int lp_k_bias_act(lp_stream s, int n, int c, int64_t hw, const float *b, int relu, float *y);
 
 /* precision conversions (backend_convert.cu); bf16 is stored as uint16_t */
 int lp_k_f32_to_bf16(lp_stream s, int64_t n, const float *x, uint16_t *y);
 /* NCHW fp32 -> NHWC bf16 */
 int lp_k_nchw_to_nhwc_bf16(lp_stream s, int n, int c, int64_t hw, const float *x, uint16_t *y);
-/* NHWC bf16 -> NCHW fp32: y = x (+ y when accumulate) (+ bias[c] when bias) */
+/* NHWC bf16 -> NCHW fp32: y = act(x (+ bias[c] when bias) (+ y when accumulate)),
+ * act = max(0, .) when relu */
 int lp_k_nhwc_bf16_to_nchw(lp_stream s, int n, int c, int64_t hw, const uint16_t *x, const float *bias, float *y,
-                           int accumulate);
+                           int accumulate, int relu);
 
 #ifdef __cplusplus
 }

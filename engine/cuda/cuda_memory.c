@@ -53,6 +53,10 @@ static lp_status ctx_init(void) {
     LP_DNN(cudnnSetStream(ctx.dnn, ctx.stream));
     LP_BLAS(cublasCreate(&ctx.blas));
     LP_BLAS(cublasSetStream(ctx.blas, ctx.stream));
+    /* A fixed cuBLAS workspace (32 MiB, as NVIDIA advises for Hopper): cuBLAS then
+     * allocates nothing per call, which CUDA graph capture requires. */
+    LP_CUDA(cudaMalloc(&ctx.blas_ws, (size_t)32 << 20));
+    LP_BLAS(cublasSetWorkspace(ctx.blas, ctx.blas_ws, (size_t)32 << 20));
     return LP_OK;
 }
 
@@ -168,6 +172,7 @@ static void cache_release_all(void) {
 lp_status _lp_cuda_alloc(size_t bytes, void **out) {
     *out = NULL;
     if (!_lp_cuda()) return LP_ERR_DEVICE;
+    if (_lp_cuda_capturing()) return _lp_cuda_capture_refuse("a device allocation");
     size_t size = round_size(bytes);
     pthread_mutex_lock(&mu);
     /* best fit among cached blocks no more than 1/8 larger */
@@ -217,6 +222,7 @@ lp_status _lp_cuda_alloc(size_t bytes, void **out) {
 
 void _lp_cuda_free(void *p) {
     if (!p) return;
+    if (_lp_cuda_capturing()) _lp_cuda_capture_refuse("a device free"); /* the block may be handed out again */
     pthread_mutex_lock(&mu);
     size_t size = live_take(p);
     if (size) {
@@ -242,9 +248,14 @@ void _lp_cuda_free(void *p) {
 
 static void *slot_ptr[LP_SLOT_COUNT];
 static size_t slot_size[LP_SLOT_COUNT];
+static uint64_t slot_epoch;
+
+uint64_t lp_cuda_scratch_epoch(void) { return slot_epoch; }
 
 lp_status _lp_cuda_scratch(lp_cuda_slot slot, size_t bytes, void **p) {
     if (bytes > slot_size[slot]) {
+        if (_lp_cuda_capturing()) return _lp_cuda_capture_refuse("a scratch slot growing");
+        slot_epoch++;
         _lp_cuda_free(slot_ptr[slot]);
         slot_ptr[slot] = NULL;
         slot_size[slot] = 0;
@@ -280,7 +291,7 @@ void lp_cuda_memory_reset_peak(void) {
 }
 
 void _lp_cuda_release_cache(void) {
-    if (ctx_state != 1) return;
+    if (ctx_state != 1 || _lp_cuda_capturing()) return; /* a capture cannot sync: the next call will */
     cudaStreamSynchronize(ctx.stream);
     pthread_mutex_lock(&mu);
     cache_release_all();
@@ -289,6 +300,7 @@ void _lp_cuda_release_cache(void) {
 
 void lp_cuda_memory_trim(void) {
     if (ctx_state != 1) return;
+    slot_epoch++;
     for (int i = 0; i < LP_SLOT_COUNT; i++) { /* scratch grows back on demand */
         _lp_cuda_free(slot_ptr[i]);
         slot_ptr[i] = NULL;

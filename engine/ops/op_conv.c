@@ -116,6 +116,7 @@ static lp_status conv_forward(lp_ctx *c, const lp_node *n, lp_tensor *const *in,
     shape_of(in, n->n_in < 3 ? n->n_in : 3, s);
     LP_TRY(conv_desc(n, s, &d));
     const float *b = n->n_in > 2 && in[2] ? in[2]->data : NULL;
+    d.relu = c->fuse_relu;
     return c->be->conv_fwd(&d, in[0]->data, in[1]->data, b, out[0]->data);
 }
 

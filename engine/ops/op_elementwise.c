@@ -67,7 +67,7 @@ static lp_status unary_p(lp_ctx *c, const lp_node *n, lp_tensor *const *in, floa
     p[1] = up->p[1];
     if (up->kind == LP_UN_CLIP)
         for (int i = 1; i < n->n_in && i < 3; i++)
-            if (in[i]) LP_TRY(_lp_tensor_scalar(c->be, in[i], &p[i - 1]));
+            if (in[i]) LP_TRY(_lp_input_scalar(c, n, in, i, &p[i - 1]));
     return LP_OK;
 }
 
@@ -179,7 +179,7 @@ static lp_status binary_forward(lp_ctx *c, const lp_node *n, lp_tensor *const *i
     }
     if (pow_scalar(p, in)) {
         float e[2] = {0, 0};
-        LP_TRY(_lp_tensor_scalar(c->be, in[1], &e[0]));
+        LP_TRY(_lp_input_scalar(c, n, in, 1, &e[0]));
         return c->be->unary_fwd(LP_UN_POW, e, in[0]->data, out[0]->data, lp_tensor_numel(in[0]));
     }
     return c->be->binary_fwd(p->kind, &bc, in[0]->data, in[1]->data, out[0]->data);
@@ -191,7 +191,7 @@ static lp_status binary_backward(lp_ctx *c, const lp_node *n, lp_tensor *const *
     if (!din[0] && !din[1]) return LP_OK;
     if (pow_scalar(p, in) && !din[1]) {
         float e[2] = {0, 0};
-        LP_TRY(_lp_tensor_scalar(c->be, in[1], &e[0]));
+        LP_TRY(_lp_input_scalar(c, n, in, 1, &e[0]));
         return c->be->unary_bwd(LP_UN_POW, e, in[0]->data, out[0]->data, dout[0]->data, din[0]->data,
                                 lp_tensor_numel(in[0]));
     }

@@ -198,7 +198,7 @@ static lp_status pad_forward(lp_ctx *c, const lp_node *n, lp_tensor *const *in, 
     if (in[0]->dtype != LP_F32) return lp_fail(LP_ERR_UNSUPPORTED, "Pad on int64 data is not supported");
     LP_TRY(pad_plan(n, &xs, (const lp_tensor *const *)in, pads, &ys));
     float value = p->value;
-    if (!p->legacy && n->n_in > 2 && in[2]) LP_TRY(_lp_tensor_scalar(c->be, in[2], &value));
+    if (!p->legacy && n->n_in > 2 && in[2]) LP_TRY(_lp_input_scalar(c, n, in, 2, &value));
     return c->be->pad_fwd(xs.ndim, xs.d, pads, p->mode, value, in[0]->data, out[0]->data);
 }
 

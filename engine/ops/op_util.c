@@ -51,6 +51,13 @@ lp_status _lp_tensor_scalar(const lp_backend *be, const lp_tensor *t, float *v) 
     return be->download(v, t->data, sizeof(float));
 }
 
+lp_status _lp_input_scalar(const lp_ctx *c, const lp_node *n, lp_tensor *const *in, int k, float *v) {
+    int id = n->in[k];
+    const lp_value *val = id >= 0 && c->model ? &c->model->values[id] : NULL;
+    const lp_tensor *t = val && val->init ? val->init : in[k];
+    return _lp_tensor_scalar(c->be, t, v);
+}
+
 int64_t _lp_prod(const int64_t *shape, int a, int b) {
     int64_t p = 1;
     for (int i = a; i < b; i++) p *= shape[i];

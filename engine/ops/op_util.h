@@ -27,6 +27,10 @@ int _lp_tensor_ints(const lp_tensor *t, int64_t *dst, int max);
 
 /* One float from a tensor on any device (Clip bounds, Pad value, Pow exponent). */
 lp_status _lp_tensor_scalar(const lp_backend *be, const lp_tensor *t, float *v);
+/* Input k of node n as a scalar. A model constant is read from its host copy (which
+ * the run's device copy mirrors): no device round trip, so the pass can run as a
+ * CUDA graph (whose key includes the weights' generation for this reason). */
+lp_status _lp_input_scalar(const lp_ctx *c, const lp_node *n, lp_tensor *const *in, int k, float *v);
 
 /* Product of shape[a..b). */
 int64_t _lp_prod(const int64_t *shape, int a, int b);

@@ -126,6 +126,15 @@ static void run_conv_case(const conv_case *t, uint64_t seed) {
     check_close("conv_bwd_data", dx, dx_r, nx, 1, 1e-5);
     check_close("conv_bwd_filter dw", dw, dw_r, nw, 1, 1e-5);
     check_close("conv_bwd_filter db", db, db_r, d.k, 1, 1e-5);
+    /* The fused ReLU (every path: depthwise, banded, one image, many) is the Relu op
+     * applied after the convolution, bit for bit. */
+    float *yf = cvec(ny, 99.f), *yu = cvec(ny, 0.f);
+    lp_conv_desc dr = d;
+    dr.relu = 1;
+    assert_int_equal(be()->conv_fwd(&dr, x, w, b, yf), LP_OK);
+    assert_int_equal(be()->unary_fwd(LP_UN_RELU, NULL, y, yu, ny), LP_OK);
+    assert_memory_equal(yf, yu, sizeof(float) * (size_t)ny);
+    free(yf), free(yu);
     free(x), free(w), free(b), free(dy), free(y_r), free(dx_r), free(dw_r), free(db_r);
     free(y), free(dx), free(dw), free(db);
 }

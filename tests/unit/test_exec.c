@@ -138,6 +138,46 @@ static void test_forward_only(void **state) {
     lp_model_free(m);
 }
 
+/* A forward-only run computes Conv+Relu as one pass (the pre-activation is never
+ * stored) with the same logits, bit for bit, as a run that keeps every value; a
+ * captured pre-activation is stored as computed, so that pair is not fused. */
+static void test_forward_only_fusion(void **state) {
+    (void)state;
+    lp_model *m = build();
+    lp_run *full, *fused, *kept;
+    assert_int_equal(lp_run_new(m, LP_DEVICE_CPU, &full), LP_OK);
+    assert_int_equal(lp_run_new(m, LP_DEVICE_CPU, &fused), LP_OK);
+    assert_int_equal(lp_run_new(m, LP_DEVICE_CPU, &kept), LP_OK);
+    assert_int_equal(lp_run_set_forward_only(fused, 1), LP_OK);
+    assert_int_equal(lp_run_set_forward_only(kept, 1), LP_OK);
+    assert_int_equal(lp_run_capture(kept, "c"), LP_OK);
+    assert_int_equal(_lp_run_fused(full), 0);
+    assert_int_equal(_lp_run_fused(fused), 1);
+    tu_rng g = {11};
+    int64_t xs[4] = {3, C, H, W};
+    lp_tensor *x = rand_tensor(&g, 4, xs, 1.0f);
+    assert_int_equal(lp_run_forward(full, x), LP_OK);
+    assert_int_equal(lp_run_forward(fused, x), LP_OK);
+    assert_int_equal(lp_run_forward(kept, x), LP_OK);
+    const lp_tensor *y0 = lp_run_output(full), *y1 = lp_run_output(fused), *y2 = lp_run_output(kept);
+    assert_non_null(y1);
+    assert_non_null(y2);
+    assert_memory_equal(y0->data, y1->data, y0->nbytes);
+    assert_memory_equal(y0->data, y2->data, y0->nbytes);
+    const lp_tensor *c0 = lp_run_value(full, "c"), *c2 = lp_run_value(kept, "c");
+    assert_non_null(c2);
+    assert_memory_equal(c0->data, c2->data, c0->nbytes); /* the pre-activation, negatives and all */
+    int neg = 0;
+    for (int64_t i = 0; i < lp_tensor_numel(c2); i++) neg += ((const float *)c2->data)[i] < 0;
+    assert_true(neg > 0);
+    assert_null(lp_run_value(fused, "c"));
+    lp_tensor_free(x);
+    lp_run_free(full);
+    lp_run_free(fused);
+    lp_run_free(kept);
+    lp_model_free(m);
+}
+
 /* Objective: sum(seed * y). Gradients against central differences in double. */
 static double objective(lp_model *m, const float *x, const float *seed) {
     double c[K * H * W], y[F], s = 0;
@@ -290,6 +330,7 @@ int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_forward_batch_and_capture),
         cmocka_unit_test(test_forward_only),
+        cmocka_unit_test(test_forward_only_fusion),
         cmocka_unit_test(test_backward_input_and_weights),
         cmocka_unit_test(test_rule_override),
         cmocka_unit_test(test_input_errors),
