@@ -46,9 +46,13 @@ static lp_status bn_stats(lp_ctx *c, const lp_node *n, lp_tensor *const *in, int
     *host = lp_malloc((size_t)(4 * C) * sizeof **host);
     if (!*host) return LP_ERR_OOM;
     for (int i = 0; i < 4; i++) {
-        lp_status s = in[i + 1]->device == LP_DEVICE_CPU
-                          ? (memcpy(*host + i * C, in[i + 1]->data, (size_t)C * sizeof(float)), LP_OK)
-                          : c->be->download(*host + i * C, in[i + 1]->data, (size_t)C * sizeof(float));
+        /* A model constant is read from its host copy (the run's device copy mirrors
+         * it): no device round trip, which on a GPU would stall the stream per layer. */
+        const lp_value *v = c->model ? &c->model->values[n->in[i + 1]] : NULL;
+        const lp_tensor *t = v && v->init ? v->init : in[i + 1];
+        lp_status s = t->device == LP_DEVICE_CPU
+                          ? (memcpy(*host + i * C, t->data, (size_t)C * sizeof(float)), LP_OK)
+                          : c->be->download(*host + i * C, t->data, (size_t)C * sizeof(float));
         if (s != LP_OK) return s;
     }
     *r = lp_malloc((size_t)C * sizeof **r);
