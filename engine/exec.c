@@ -40,6 +40,8 @@ struct lp_run {
     uint64_t *key;     /* the key of the pass about to run */
     size_t n_key;
     int64_t n_replays; /* passes replayed from a graph */
+    lp_tensor **aux;   /* per node: its op's derived constants (lp_op.derive), or NULL */
+    int64_t aux_gen;   /* the weights_gen they were derived from (-1: none yet) */
 };
 
 static lp_status value_id(const lp_run *r, const char *name, int *id) {
@@ -62,6 +64,7 @@ lp_status lp_run_new(lp_model *m, lp_device dev, lp_run **out) {
     r->be = be;
     r->gen = -1;
     r->graphs = -1;
+    r->aux_gen = -1;
     r->val = lp_calloc(nv, sizeof *r->val);
     r->owned = lp_calloc(nv, 1);
     r->grad = lp_calloc(nv, sizeof *r->grad);
@@ -108,6 +111,8 @@ void lp_run_free(lp_run *r) {
         free(r->pg[p].live);
     }
     free(r->key);
+    for (int i = 0; r->aux && i < r->m->n_nodes; i++) lp_tensor_free(r->aux[i]);
+    free(r->aux);
     free(r);
 }
 
@@ -152,16 +157,28 @@ static int fusion_partner(const lp_run *r, int i) {
 }
 
 lp_status lp_run_set_forward_only(lp_run *r, int on) {
-    r->forward_only = on != 0;
-    if (!on || r->last_use) return LP_OK;
-    r->last_use = lp_calloc((size_t)r->m->n_values + 1, sizeof *r->last_use);
-    if (!r->last_use) return LP_ERR_OOM;
-    for (int v = 0; v < r->m->n_values; v++) r->last_use[v] = -1;
-    for (int i = 0; i < r->m->n_nodes; i++)
-        for (int k = 0; k < r->m->nodes[i].n_in; k++)
-            if (r->m->nodes[i].in[k] >= 0) r->last_use[r->m->nodes[i].in[k]] = i;
-    for (int k = 0; k < r->m->n_outputs; k++) r->last_use[r->m->outputs[k]] = r->m->n_nodes; /* kept */
-    return plan_fusion(r);
+    if (!on) {
+        if (r->forward_only) r->has_forward = 0; /* its activations were freed */
+        r->forward_only = 0;
+        return LP_OK;
+    }
+    if (!r->last_use) {
+        r->last_use = lp_calloc((size_t)r->m->n_values + 1, sizeof *r->last_use);
+        if (!r->last_use) return LP_ERR_OOM;
+        for (int v = 0; v < r->m->n_values; v++) r->last_use[v] = -1;
+        for (int i = 0; i < r->m->n_nodes; i++)
+            for (int k = 0; k < r->m->nodes[i].n_in; k++)
+                if (r->m->nodes[i].in[k] >= 0) r->last_use[r->m->nodes[i].in[k]] = i;
+        for (int k = 0; k < r->m->n_outputs; k++) r->last_use[r->m->outputs[k]] = r->m->n_nodes; /* kept */
+        lp_status s = plan_fusion(r);
+        if (s != LP_OK) { /* all or nothing: the flag below is only set over complete tables */
+            free(r->last_use), free(r->fuse), free(r->fused);
+            r->last_use = NULL, r->fuse = NULL, r->fused = NULL;
+            return s;
+        }
+    }
+    r->forward_only = 1;
+    return LP_OK;
 }
 
 /* forward_only: give back the activations node i was the last to read. The caching
@@ -169,7 +186,9 @@ lp_status lp_run_set_forward_only(lp_run *r, int on) {
 static void release_inputs(lp_run *r, const lp_node *n, int i) {
     for (int k = 0; k < n->n_in; k++) {
         int v = n->in[k];
-        if (v < 0 || !r->owned[v] || r->last_use[v] != i || r->capture_all || r->capture[v]) continue;
+        /* the model's constants (the device copy of the weights) serve every pass */
+        if (v < 0 || !r->owned[v] || r->m->values[v].init || r->last_use[v] != i || r->capture_all || r->capture[v])
+            continue;
         lp_tensor_free(r->val[v]);
         r->val[v] = NULL;
         r->owned[v] = 0;
@@ -205,6 +224,28 @@ static lp_status ensure_tensor(lp_run *r, int v, const lp_shape *s, lp_dtype dt)
     return LP_OK;
 }
 
+/* Ops' derived constants (lp_op.derive), once per weight generation, on the run's
+ * device. */
+static lp_status derive_constants(lp_run *r) {
+    lp_model *m = r->m;
+    if (r->aux_gen == m->weights_gen) return LP_OK;
+    if (!r->aux && !(r->aux = lp_calloc((size_t)m->n_nodes + 1, sizeof *r->aux))) return LP_ERR_OOM;
+    lp_ctx c = {r->be, m, NULL, 0, NULL};
+    for (int i = 0; i < m->n_nodes; i++) {
+        lp_tensor_free(r->aux[i]);
+        r->aux[i] = NULL;
+        lp_derive_fn derive = lp_op_derive(m->nodes[i].op);
+        if (!derive) continue;
+        lp_status s = derive(&c, &m->nodes[i], &r->aux[i]);
+        if (s != LP_OK) {
+            char ctx[512];
+            return lp_fail_prefix(s, "%s", lp_node_ctx(m, &m->nodes[i], ctx, sizeof ctx));
+        }
+    }
+    r->aux_gen = m->weights_gen;
+    return LP_OK;
+}
+
 /* Constants live in the model on the host; on another device the run keeps a copy. */
 static lp_status bind_constants(lp_run *r) {
     lp_model *m = r->m;
@@ -223,7 +264,7 @@ static lp_status bind_constants(lp_run *r) {
         }
     }
     r->gen = m->weights_gen;
-    return LP_OK;
+    return derive_constants(r);
 }
 
 /* ---- CUDA graphs ------------------------------------------------------------------ */
@@ -299,12 +340,18 @@ static lp_status pass_capture(lp_run *r, pass_graph *pg, pass_body body, void *a
     lp_status e = lp_cuda_graph_end(&g);
     if (s != LP_OK || e != LP_OK || !g) { /* nothing of the pass ran: the caller runs it again */
         lp_cuda_graph_free(g);
-        lp_clear_error();
         pg->refused = 1;
-        return e == LP_ERR_OOM ? e : LP_OK;
+        if (e == LP_ERR_OOM) return e; /* with its message */
+        lp_clear_error();
+        return LP_OK;
     }
-    pg->g = g;
-    LP_TRY(lp_cuda_graph_launch(g));
+    lp_status l = lp_cuda_graph_launch(g);
+    if (l != LP_OK) {
+        lp_cuda_graph_free(g);
+        pg->refused = 1;
+        return l;
+    }
+    pg->g = g; /* kept only once it ran: a backward replay also needs the live set recorded next */
     *done = 1;
     return LP_OK;
 }
@@ -317,7 +364,7 @@ void _lp_run_set_graphs(lp_run *r, int on) { r->graphs = on ? r->dev == LP_DEVIC
 static lp_status forward_nodes(lp_run *r, void *arg) {
     (void)arg;
     lp_model *m = r->m;
-    lp_ctx c = {r->be, m, NULL, 0};
+    lp_ctx c = {r->be, m, NULL, 0, NULL};
     for (int i = 0; i < m->n_nodes; i++) {
         const lp_node *n = &m->nodes[i];
         lp_tensor *in[LP_MAX_IO], *out[LP_MAX_IO];
@@ -333,6 +380,7 @@ static lp_status forward_nodes(lp_run *r, void *arg) {
             out[k] = r->val[v];
         }
         c.fuse_relu = fj >= 0;
+        c.aux = r->aux[i];
         lp_status s = n->op->forward(&c, n, in, out);
         if (s != LP_OK) {
             char ctx[512];
@@ -438,7 +486,7 @@ lp_status _lp_run_forward_from(lp_run *r, const char *name, const lp_tensor *val
     if (!dirty) return LP_ERR_OOM;
     dirty[id] = 1;
     r->has_forward = 0; /* until the tail is consistent again */
-    lp_ctx c = {r->be, m, NULL, 0};
+    lp_ctx c = {r->be, m, NULL, 0, NULL};
     for (int i = m->values[id].producer + 1; s == LP_OK && i < m->n_nodes; i++) {
         const lp_node *n = &m->nodes[i];
         lp_tensor *in[LP_MAX_IO], *out[LP_MAX_IO];
@@ -452,6 +500,7 @@ lp_status _lp_run_forward_from(lp_run *r, const char *name, const lp_tensor *val
             out[k] = r->val[n->out[k]];
             dirty[n->out[k]] = 1;
         }
+        c.aux = r->aux[i];
         s = n->op->forward(&c, n, in, out);
         if (s != LP_OK) {
             char ctx[512];
@@ -507,7 +556,7 @@ static lp_status backward_nodes(lp_run *r, void *arg) {
     const lp_backward_opts *opts = a->opts;
     const char *req = a->req;
     lp_status s = LP_OK;
-    lp_ctx c = {r->be, m, opts->rules ? opts->rules->user : NULL, 0};
+    lp_ctx c = {r->be, m, opts->rules ? opts->rules->user : NULL, 0, NULL};
     int last = m->values[a->of].producer;
     for (int i = last; i >= 0; i--) {
         const lp_node *n = &m->nodes[i];
@@ -543,6 +592,7 @@ static lp_status backward_nodes(lp_run *r, void *arg) {
             s = lp_fail(LP_ERR_UNSUPPORTED, "%s: no gradient is defined for this op", lp_node_ctx(m, n, ctx, sizeof ctx));
             return s;
         }
+        c.aux = r->aux[i];
         s = fn(&c, n, in, out, dout, din);
         if (s != LP_OK) {
             s = lp_fail_prefix(s, "%s (backward)", lp_node_ctx(m, n, ctx, sizeof ctx));

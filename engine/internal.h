@@ -164,6 +164,7 @@ typedef struct lp_ctx {
     void *rule_user; /* backward: the rule table's `user` (NULL without rules) */
     int fuse_relu;   /* forward: the node's output goes straight through a ReLU (Conv only;
                       * the executor fuses a Relu that is a convolution's only reader) */
+    const struct lp_tensor *aux; /* what the op's derive made for this node in this run, or NULL */
 } lp_ctx;
 
 /* Ops' forward/backward see tensors on the run's device; int64 tensors (shapes,
@@ -196,6 +197,13 @@ typedef struct lp_op {
 
 /* Op registry (engine/ops/registry.c). */
 const lp_op *lp_op_find(const char *type);
+/* An op's derived constants: a tensor on c->be's device made from the node's
+ * constant inputs (BatchNormalization: its folded per-channel affine), which the
+ * executor makes once per weight generation and hands back as c->aux; *aux stays
+ * NULL when the inputs are not all constants. NULL for ops without one. Keeps
+ * per-pass host work out of forward (and so lets a pass be a CUDA graph). */
+typedef lp_status (*lp_derive_fn)(lp_ctx *c, const lp_node *n, lp_tensor **aux);
+lp_derive_fn lp_op_derive(const lp_op *op);
 /* For error messages: comma-separated list of supported ops. */
 const char *lp_op_list(void);
 

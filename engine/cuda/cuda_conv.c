@@ -26,6 +26,8 @@ typedef struct conv_plan {
     cudnnConvolutionDescriptor_t conv;
     int algo;
     size_t ws;
+    int unsupported; /* bf16 only: cuDNN has no kernel for it (remembered, so the tf32
+                      * fallback costs no new measurement, nor a graph capture) */
 } conv_plan;
 
 #define PLAN_CAP 1024
@@ -173,6 +175,8 @@ static lp_status plan_make(lp_cuda *c, lp_precision prec, int dir, const lp_conv
 static lp_status plan_get(lp_cuda *c, lp_precision prec, int dir, const lp_conv_desc *d, conv_plan **out) {
     for (int i = 0; i < n_plans; i++)
         if (plans[i]->prec == prec && plans[i]->dir == dir && !memcmp(&plans[i]->d, d, sizeof *d)) {
+            if (plans[i]->unsupported)
+                return lp_fail(LP_ERR_UNSUPPORTED, "cuDNN has no bf16 algorithm for this convolution");
             *out = plans[i];
             return LP_OK;
         }
@@ -188,7 +192,8 @@ static lp_status plan_get(lp_cuda *c, lp_precision prec, int dir, const lp_conv_
     lp_status s = plan_make(c, prec, dir, d, p);
     if (s) {
         plan_free(p);
-        return s;
+        if (s != LP_ERR_UNSUPPORTED || prec != LP_PREC_BF16 || !(p = calloc(1, sizeof *p))) return s;
+        p->d = *d, p->prec = prec, p->dir = dir, p->unsupported = 1;
     }
     if (n_plans == PLAN_CAP) { /* a model with this many shapes: forget the oldest */
         plan_free(plans[0]);
@@ -197,7 +202,7 @@ static lp_status plan_get(lp_cuda *c, lp_precision prec, int dir, const lp_conv_
     }
     plans[n_plans++] = p;
     *out = p;
-    return LP_OK;
+    return p->unsupported ? s : LP_OK;
 }
 
 /* The plan's workspace; when it cannot be had, the plan falls back to an algorithm

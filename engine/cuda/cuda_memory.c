@@ -33,7 +33,11 @@ lp_status _lp_cuda_fail(int code, const char *what, const char *call, const char
               (!strcmp(what, "cuBLAS") && code == CUBLAS_STATUS_ALLOC_FAILED) ||
               (!strcmp(what, "cuDNN") && (code == CUDNN_STATUS_ALLOC_FAILED ||
                                           code == CUDNN_STATUS_INTERNAL_ERROR_DEVICE_ALLOCATION_FAILED));
-    return lp_fail(oom ? LP_ERR_OOM : LP_ERR_DEVICE, "%s error at %s:%d: %s (%s)", what, base, line, msg, call);
+    /* cuDNN's 3000-3999 codes: the configuration is not supported (a bf16 shape
+     * without a kernel, say), which callers may route around. */
+    int unsupported = !strcmp(what, "cuDNN") && code >= CUDNN_STATUS_NOT_SUPPORTED && code < 4000;
+    return lp_fail(oom ? LP_ERR_OOM : unsupported ? LP_ERR_UNSUPPORTED : LP_ERR_DEVICE, "%s error at %s:%d: %s (%s)",
+                   what, base, line, msg, call);
 }
 
 static lp_status ctx_init(void) {

@@ -1,6 +1,7 @@
 /* op_norm.c — BatchNormalization in inference mode (a per-channel affine map built
- * from scale, B, mean and var, whose per-channel arithmetic is done on the host;
- * gradients reach x and all four statistics), LRN, and LayerNormalization. */
+ * from scale, B, mean and var, whose per-channel arithmetic is done on the host, once
+ * per weight generation when they are constants; gradients reach x and all four
+ * statistics), LRN, and LayerNormalization. */
 #include "op_util.h"
 
 #include <inttypes.h>
@@ -49,7 +50,8 @@ static lp_status bn_stats(lp_ctx *c, const lp_node *n, lp_tensor *const *in, int
         /* A model constant is read from its host copy (the run's device copy mirrors
          * it): no device round trip, which on a GPU would stall the stream per layer. */
         const lp_value *v = c->model ? &c->model->values[n->in[i + 1]] : NULL;
-        const lp_tensor *t = v && v->init ? v->init : in[i + 1];
+        const lp_tensor *t = v && v->init ? v->init : in ? in[i + 1] : NULL;
+        if (!t) return lp_fail(LP_ERR_ARG, "statistic %d is not a constant", i + 1);
         lp_status s = t->device == LP_DEVICE_CPU
                           ? (memcpy(*host + i * C, t->data, (size_t)C * sizeof(float)), LP_OK)
                           : c->be->download(*host + i * C, t->data, (size_t)C * sizeof(float));
@@ -73,26 +75,55 @@ static lp_status to_device(const lp_backend *be, const float *host, int64_t cnt,
     return s;
 }
 
-static lp_status bn_forward(lp_ctx *c, const lp_node *n, lp_tensor *const *in, lp_tensor *const *out) {
-    int64_t C = in[0]->shape[1], hw = _lp_prod(in[0]->shape, 2, in[0]->ndim);
-    float *h = NULL, *aff = NULL, *dev = NULL;
+/* The folded affine: aff[0, C) effective scale, aff[C, 2C) effective shift. */
+static lp_status bn_affine(lp_ctx *c, const lp_node *n, lp_tensor *const *in, int64_t C, float **aff) {
+    float *h = NULL;
     double *r = NULL;
     lp_status s = bn_stats(c, n, in, C, &h, &r);
-    if (s == LP_OK && !(aff = lp_malloc((size_t)(2 * C) * sizeof *aff))) s = LP_ERR_OOM;
-    if (s == LP_OK) {
-        for (int64_t k = 0; k < C; k++) {
-            double sc = h[k] * r[k];
-            aff[k] = (float)sc;
-            aff[C + k] = (float)(h[C + k] - h[2 * C + k] * sc);
-        }
-        s = to_device(c->be, aff, 2 * C, &dev);
+    if (s == LP_OK && !(*aff = lp_malloc((size_t)(2 * C) * sizeof **aff))) s = LP_ERR_OOM;
+    for (int64_t k = 0; s == LP_OK && k < C; k++) {
+        double sc = h[k] * r[k];
+        (*aff)[k] = (float)sc;
+        (*aff)[C + k] = (float)(h[C + k] - h[2 * C + k] * sc);
     }
+    free(h);
+    free(r);
+    return s;
+}
+
+/* With constant statistics (every exported model), the affine is folded once per
+ * weight generation onto the run's device: forward and the input gradient then do
+ * no host work, and the pass can be a CUDA graph. */
+lp_status _lp_bn_derive(lp_ctx *c, const lp_node *n, lp_tensor **aux) {
+    *aux = NULL;
+    for (int i = 1; i < 5; i++)
+        if (!c->model->values[n->in[i]].init) return LP_OK;
+    int64_t C = lp_tensor_numel(c->model->values[n->in[1]].init), shape[1] = {2 * C};
+    float *aff = NULL;
+    lp_status s = bn_affine(c, n, NULL, C, &aff);
+    if (s == LP_OK) s = lp_tensor_new(aux, c->be->device, LP_F32, 1, shape);
+    if (s == LP_OK) s = c->be->upload((*aux)->data, aff, (size_t)(2 * C) * sizeof *aff);
+    if (s != LP_OK) {
+        lp_tensor_free(*aux);
+        *aux = NULL;
+    }
+    free(aff);
+    return s;
+}
+
+static lp_status bn_forward(lp_ctx *c, const lp_node *n, lp_tensor *const *in, lp_tensor *const *out) {
+    int64_t C = in[0]->shape[1], hw = _lp_prod(in[0]->shape, 2, in[0]->ndim);
+    if (c->aux) {
+        const float *a = c->aux->data;
+        return c->be->channel_affine_fwd((int)in[0]->shape[0], (int)C, hw, in[0]->data, a, a + C, out[0]->data);
+    }
+    float *aff = NULL, *dev = NULL;
+    lp_status s = bn_affine(c, n, in, C, &aff);
+    if (s == LP_OK) s = to_device(c->be, aff, 2 * C, &dev);
     if (s == LP_OK) {
         s = c->be->channel_affine_fwd((int)in[0]->shape[0], (int)C, hw, in[0]->data, dev, dev + C, out[0]->data);
         c->be->free(dev);
     }
-    free(h);
-    free(r);
     free(aff);
     return s;
 }
@@ -103,6 +134,10 @@ static lp_status bn_backward(lp_ctx *c, const lp_node *n, lp_tensor *const *in, 
     int64_t C = in[0]->shape[1], hw = _lp_prod(in[0]->shape, 2, in[0]->ndim);
     int nb = (int)in[0]->shape[0];
     int need_stats = din[1] || din[2] || din[3] || din[4];
+    if (c->aux && !need_stats) /* the input gradient alone: x's scale is the folded one */
+        return din[0] ? c->be->channel_affine_bwd(nb, (int)C, hw, in[0]->data, c->aux->data, dout[0]->data,
+                                                  din[0]->data, NULL, NULL)
+                      : LP_OK;
     float *h = NULL, *buf = NULL, *dev = NULL;
     double *r = NULL;
     lp_status s = bn_stats(c, n, in, C, &h, &r);

@@ -66,6 +66,7 @@ lp_status _lp_spatial_resolve(const _lp_spatial *sp, int nsp, const int64_t *in_
 
 /* The op tables, one per op (defined in the op_*.c files, listed in registry.c). */
 extern const lp_op _lp_op_Conv, _lp_op_ConvTranspose;
+lp_status _lp_bn_derive(lp_ctx *c, const lp_node *n, lp_tensor **aux); /* op_norm.c */
 extern const lp_op _lp_op_MaxPool, _lp_op_AveragePool, _lp_op_GlobalAveragePool, _lp_op_GlobalMaxPool;
 extern const lp_op _lp_op_Relu, _lp_op_LeakyRelu, _lp_op_Clip, _lp_op_Sigmoid, _lp_op_HardSigmoid,
     _lp_op_HardSwish, _lp_op_Erf, _lp_op_Tanh, _lp_op_Exp, _lp_op_Log, _lp_op_Neg, _lp_op_Abs, _lp_op_Sqrt;

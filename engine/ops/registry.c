@@ -46,3 +46,5 @@ const char *lp_op_list(void) {
     memcpy(buf, tmp, sizeof buf);
     return buf;
 }
+
+lp_derive_fn lp_op_derive(const lp_op *op) { return op == &_lp_op_BatchNormalization ? _lp_bn_derive : NULL; }

@@ -178,6 +178,57 @@ static void test_forward_only_fusion(void **state) {
     lp_model_free(m);
 }
 
+/* BatchNormalization through the executor: its affine is folded once per weight
+ * generation (lp_op.derive); forward, the input gradient, and both again after the
+ * weights change, against direct formulas in double. */
+static void test_batchnorm_folded(void **state) {
+    (void)state;
+    enum { BC = 3 };
+    tu_rng g = {5};
+    lp_model *m = lp_model_new();
+    lp_shape in = {4, {2, BC, 4, 4}};
+    lp_model_add_input(m, "x", &in);
+    int64_t cs[1] = {BC};
+    lp_tensor *sc = rand_tensor(&g, 1, cs, 1.f), *bb = rand_tensor(&g, 1, cs, 1.f), *mu = rand_tensor(&g, 1, cs, 1.f),
+              *var = rand_tensor(&g, 1, cs, 1.f);
+    for (int k = 0; k < BC; k++) ((float *)var->data)[k] = 0.5f + ((float *)var->data)[k] * ((float *)var->data)[k];
+    lp_model_add_initializer(m, "scale", sc, 1);
+    lp_model_add_initializer(m, "B", bb, 1);
+    lp_model_add_initializer(m, "mean", mu, 1);
+    lp_model_add_initializer(m, "var", var, 1);
+    const char *bi[] = {"x", "scale", "B", "mean", "var"}, *bo[] = {"y"};
+    lp_model_add_node(m, "BatchNormalization", "bn", 5, bi, 1, bo);
+    lp_model_mark_output(m, "y");
+    assert_int_equal(lp_model_finalize(m), LP_OK);
+    lp_run *r;
+    assert_int_equal(lp_run_new(m, LP_DEVICE_CPU, &r), LP_OK);
+    int64_t xs[4] = {2, BC, 4, 4};
+    lp_tensor *x = rand_tensor(&g, 4, xs, 1.f);
+    const int64_t hw = 16, nx = 2 * BC * hw;
+    for (int round = 0; round < 2; round++) {
+        if (round) { /* new weights, the trainer's way */
+            for (int k = 0; k < BC; k++) ((float *)sc->data)[k] *= -2.f;
+            m->weights_gen++;
+        }
+        const float *S = sc->data, *Bv = bb->data, *M = mu->data, *V = var->data, *X = x->data;
+        double want[2 * BC * 16], dwant[2 * BC * 16];
+        for (int64_t i = 0; i < nx; i++) {
+            int k = (int)(i / hw % BC);
+            double rs = 1.0 / sqrt((double)V[k] + 1e-5);
+            want[i] = ((double)X[i] - M[k]) * rs * S[k] + Bv[k];
+            dwant[i] = S[k] * rs;
+        }
+        assert_int_equal(lp_run_forward(r, x), LP_OK);
+        assert_true(tu_rel_l2_d(lp_run_output(r)->data, want, nx) < 1e-6);
+        lp_backward_opts o = {0};
+        assert_int_equal(lp_run_backward(r, &o), LP_OK);
+        assert_true(tu_rel_l2_d(lp_run_grad(r, "x")->data, dwant, nx) < 1e-6);
+    }
+    lp_tensor_free(x);
+    lp_run_free(r);
+    lp_model_free(m);
+}
+
 /* Objective: sum(seed * y). Gradients against central differences in double. */
 static double objective(lp_model *m, const float *x, const float *seed) {
     double c[K * H * W], y[F], s = 0;
@@ -331,6 +382,7 @@ int main(void) {
         cmocka_unit_test(test_forward_batch_and_capture),
         cmocka_unit_test(test_forward_only),
         cmocka_unit_test(test_forward_only_fusion),
+        cmocka_unit_test(test_batchnorm_folded),
         cmocka_unit_test(test_backward_input_and_weights),
         cmocka_unit_test(test_rule_override),
         cmocka_unit_test(test_input_errors),
