@@ -358,6 +358,11 @@ static lp_status pass_capture(lp_run *r, pass_graph *pg, pass_body body, void *a
 
 int64_t _lp_run_graph_replays(const lp_run *r) { return r->n_replays; }
 
+void lp_run_speed_info(const lp_run *r, lp_run_speed *out) {
+    out->fused = _lp_run_fused(r);
+    out->graph_replays = r->n_replays;
+}
+
 void _lp_run_set_graphs(lp_run *r, int on) { r->graphs = on ? r->dev == LP_DEVICE_CUDA : 0; }
 
 /* The forward pass's nodes (the executor's loop; captured whole when graphs are on). */

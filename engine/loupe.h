@@ -136,6 +136,13 @@ lp_status lp_run_set_precision(lp_run *r, lp_precision p);
  * (captured values and outputs stay), so memory is the working set, not the whole
  * network; backward is then refused. Off by default. */
 lp_status lp_run_set_forward_only(lp_run *r, int on);
+/* What the executor's speed paths did in this run: Conv+Relu pairs computed as one
+ * pass (forward-only runs), and passes replayed from a CUDA graph (CUDA runs). */
+typedef struct lp_run_speed {
+    int fused;
+    int64_t graph_replays;
+} lp_run_speed;
+void lp_run_speed_info(const lp_run *r, lp_run_speed *out);
 /* Keep the named value (or every value with "*") after forward, for reading. */
 lp_status lp_run_capture(lp_run *r, const char *value_name);
 /* Run forward on `input` (N x ... ; any device). The batch size may differ from
