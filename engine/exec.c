@@ -356,10 +356,41 @@ static lp_status pass_capture(lp_run *r, pass_graph *pg, pass_body body, void *a
     return LP_OK;
 }
 
-int64_t _lp_run_graph_replays(const lp_run *r) { return r->n_replays; }
+/* One pass's nodes (phase 0 forward, 1 backward): replayed from its graph, captured
+ * and launched, or run as usual, after which its key is remembered for the next.
+ * Backward passes also keep which gradients the pass leaves live, for replays. */
+static lp_status run_pass(lp_run *r, int phase, int graphed, int of, int wgrads, pass_body body, void *arg) {
+    if (!graphed) return body(r, arg);
+    pass_graph *pg = &r->pg[phase];
+    const size_t nv = (size_t)r->m->n_values;
+    if (phase && !pg->live && !(pg->live = lp_malloc(nv + 1))) return LP_ERR_OOM;
+    LP_TRY(pass_key(r, phase, of, wgrads));
+    int mode = pass_mode(r, pg), done = 0;
+    if (mode == PASS_REPLAY) {
+        LP_TRY(lp_cuda_graph_launch(pg->g));
+        r->n_replays++;
+        if (phase) memcpy(r->grad_live, pg->live, nv);
+        return LP_OK;
+    }
+    if (mode == PASS_CAPTURE) {
+        LP_TRY(pass_capture(r, pg, body, arg, &done));
+        if (done) {
+            if (phase) memcpy(pg->live, r->grad_live, nv);
+            return LP_OK;
+        }
+        if (phase) { /* the refused attempt's marks: the pass below redoes them */
+            memset(r->grad_live, 0, nv);
+            r->grad_live[of] = 1;
+        }
+    }
+    LP_TRY(body(r, arg));
+    LP_TRY(pass_key(r, phase, of, wgrads)); /* after the pass: its tensors exist now */
+    return pass_seen(r, pg);
+}
 
 void lp_run_speed_info(const lp_run *r, lp_run_speed *out) {
-    out->fused = _lp_run_fused(r);
+    out->fused = 0;
+    for (int i = 0; r->forward_only && r->fused && i < r->m->n_nodes; i++) out->fused += r->fused[i];
     out->graph_replays = r->n_replays;
 }
 
@@ -430,28 +461,7 @@ lp_status lp_run_forward(lp_run *r, const lp_tensor *input) {
         lp_tensor_free(r->val[in_id]);
         r->val[in_id] = tmp;
     }
-    const int graphed = graphs_on(r);
-    if (graphed) {
-        pass_graph *pg = &r->pg[0];
-        LP_TRY(pass_key(r, 0, -1, 0));
-        int mode = pass_mode(r, pg), done = 0;
-        if (mode == PASS_REPLAY) {
-            LP_TRY(lp_cuda_graph_launch(pg->g));
-            r->n_replays++;
-            done = 1;
-        } else if (mode == PASS_CAPTURE) {
-            LP_TRY(pass_capture(r, pg, forward_nodes, NULL, &done));
-        }
-        if (done) {
-            r->has_forward = 1;
-            return LP_OK;
-        }
-    }
-    LP_TRY(forward_nodes(r, NULL));
-    if (graphed) { /* the key after the pass: its tensors exist now */
-        LP_TRY(pass_key(r, 0, -1, 0));
-        LP_TRY(pass_seen(r, &r->pg[0]));
-    }
+    LP_TRY(run_pass(r, 0, graphs_on(r), -1, 0, forward_nodes, NULL));
     r->has_forward = 1;
     return LP_OK;
 }
@@ -459,11 +469,7 @@ lp_status lp_run_forward(lp_run *r, const lp_tensor *input) {
 
 lp_model *_lp_run_model(const lp_run *r) { return r->m; }
 
-int _lp_run_fused(const lp_run *r) {
-    int n = 0;
-    for (int i = 0; r->forward_only && r->fused && i < r->m->n_nodes; i++) n += r->fused[i];
-    return n;
-}
+
 
 /* Only the nodes downstream of `name` run again, so a method that edits one
  * activation many times (Ablation-CAM) pays for the tail of the network alone. */
@@ -660,34 +666,7 @@ lp_status lp_run_backward(lp_run *r, const lp_backward_opts *opts) {
     backward_arg ba = {opts, req, of};
     /* Rules may carry host state the kernels are launched with: only the plain
      * gradient is graphed. */
-    const int graphed = graphs_on(r) && !opts->rules;
-    pass_graph *pg = &r->pg[1];
-    if (graphed) {
-        int mode = PASS_EAGER, done = 0;
-        if (!pg->live && !(pg->live = lp_malloc(nv + 1))) s = LP_ERR_OOM;
-        if (s == LP_OK) s = pass_key(r, 1, of, opts->weight_grads);
-        if (s == LP_OK) mode = pass_mode(r, pg);
-        if (s == LP_OK && mode == PASS_REPLAY) {
-            s = lp_cuda_graph_launch(pg->g);
-            r->n_replays++;
-            done = 1;
-        } else if (s == LP_OK && mode == PASS_CAPTURE) {
-            s = pass_capture(r, pg, backward_nodes, &ba, &done);
-            if (done && s == LP_OK) memcpy(pg->live, r->grad_live, nv); /* what replays leave live */
-        }
-        if (s != LP_OK || done) {
-            if (s == LP_OK && mode == PASS_REPLAY) memcpy(r->grad_live, pg->live, nv);
-            goto out;
-        }
-        /* capture refused: grad_live may hold the attempt's marks; the pass below redoes them */
-        memset(r->grad_live, 0, nv);
-        r->grad_live[of] = 1;
-    }
-    s = backward_nodes(r, &ba);
-    if (s == LP_OK && graphed) {
-        s = pass_key(r, 1, of, opts->weight_grads);
-        if (s == LP_OK) s = pass_seen(r, pg);
-    }
+    s = run_pass(r, 1, graphs_on(r) && !opts->rules, of, opts->weight_grads, backward_nodes, &ba);
 out:
     free(req);
     return s;

@@ -220,10 +220,6 @@ struct lp_rules {
 
 /* The model a run executes (for the attribution methods). */
 lp_model *_lp_run_model(const lp_run *r);
-/* How many Conv+Relu pairs a forward-only run computes as one (0 otherwise). */
-int _lp_run_fused(const lp_run *r);
-/* How many passes this run replayed from a CUDA graph. */
-int64_t _lp_run_graph_replays(const lp_run *r);
 /* CUDA graphs for this run on or off (default: on for CUDA unless LOUPE_CUDA_GRAPHS=0). */
 void _lp_run_set_graphs(lp_run *r, int on);
 /* After a forward: overwrite activation `name` with `value` (its shape and dtype in

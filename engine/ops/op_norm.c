@@ -47,10 +47,8 @@ static lp_status bn_stats(lp_ctx *c, const lp_node *n, lp_tensor *const *in, int
     *host = lp_malloc((size_t)(4 * C) * sizeof **host);
     if (!*host) return LP_ERR_OOM;
     for (int i = 0; i < 4; i++) {
-        /* A model constant is read from its host copy (the run's device copy mirrors
-         * it): no device round trip, which on a GPU would stall the stream per layer. */
-        const lp_value *v = c->model ? &c->model->values[n->in[i + 1]] : NULL;
-        const lp_tensor *t = v && v->init ? v->init : in ? in[i + 1] : NULL;
+        /* constants from their host copy: on a GPU a download would stall the stream */
+        const lp_tensor *t = _lp_input_host(c, n, in, i + 1);
         if (!t) return lp_fail(LP_ERR_ARG, "statistic %d is not a constant", i + 1);
         lp_status s = t->device == LP_DEVICE_CPU
                           ? (memcpy(*host + i * C, t->data, (size_t)C * sizeof(float)), LP_OK)

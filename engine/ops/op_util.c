@@ -51,11 +51,14 @@ lp_status _lp_tensor_scalar(const lp_backend *be, const lp_tensor *t, float *v) 
     return be->download(v, t->data, sizeof(float));
 }
 
-lp_status _lp_input_scalar(const lp_ctx *c, const lp_node *n, lp_tensor *const *in, int k, float *v) {
+const lp_tensor *_lp_input_host(const lp_ctx *c, const lp_node *n, lp_tensor *const *in, int k) {
     int id = n->in[k];
     const lp_value *val = id >= 0 && c->model ? &c->model->values[id] : NULL;
-    const lp_tensor *t = val && val->init ? val->init : in[k];
-    return _lp_tensor_scalar(c->be, t, v);
+    return val && val->init ? val->init : in ? in[k] : NULL;
+}
+
+lp_status _lp_input_scalar(const lp_ctx *c, const lp_node *n, lp_tensor *const *in, int k, float *v) {
+    return _lp_tensor_scalar(c->be, _lp_input_host(c, n, in, k), v);
 }
 
 int64_t _lp_prod(const int64_t *shape, int a, int b) {

@@ -27,9 +27,12 @@ int _lp_tensor_ints(const lp_tensor *t, int64_t *dst, int max);
 
 /* One float from a tensor on any device (Clip bounds, Pad value, Pow exponent). */
 lp_status _lp_tensor_scalar(const lp_backend *be, const lp_tensor *t, float *v);
-/* Input k of node n as a scalar. A model constant is read from its host copy (which
- * the run's device copy mirrors): no device round trip, so the pass can run as a
- * CUDA graph (whose key includes the weights' generation for this reason). */
+/* Input k of node n, read from the model's host copy when it is a constant (the
+ * run's device copy mirrors it): no device round trip, so the pass can run as a CUDA
+ * graph (whose key includes the weights' generation for this reason). Else in[k]
+ * (NULL when in is NULL). */
+const lp_tensor *_lp_input_host(const lp_ctx *c, const lp_node *n, lp_tensor *const *in, int k);
+/* Input k of node n as a scalar, through _lp_input_host. */
 lp_status _lp_input_scalar(const lp_ctx *c, const lp_node *n, lp_tensor *const *in, int k, float *v);
 
 /* Product of shape[a..b). */

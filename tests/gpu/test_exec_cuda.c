@@ -57,6 +57,12 @@ static void same_pass(const char *what, int p, const lp_tensor *a, const lp_tens
     }
 }
 
+static int64_t replays(const lp_run *r) {
+    lp_run_speed sp;
+    lp_run_speed_info(r, &sp);
+    return sp.graph_replays;
+}
+
 static void close_to(const char *what, int p, const lp_tensor *a, const lp_tensor *b, double tol) {
     double e = tu_rel_l2(a->data, b->data, lp_tensor_numel(a));
     if (!(e <= tol)) fail_msg("pass %d: %s CUDA vs CPU relative L2 %.3g > %.1g", p, what, e, tol);
@@ -87,7 +93,7 @@ static void test_graphs(void **state) {
             m->weights_gen++;
         }
         run_len = p > 0 && batch[p] == batch[p - 1] && p != new_weights ? run_len + 1 : 0;
-        const int64_t before = _lp_run_graph_replays(graphed);
+        const int64_t before = replays(graphed);
         lp_tensor *x = host_rand(&g, batch[p]);
         lp_tensor *yc, *dxc, *ye, *dxe, *yg, *dxg;
         pass(cpu, x, &yc, &dxc);
@@ -97,7 +103,7 @@ static void test_graphs(void **state) {
         same_pass("input gradient", p, dxg, dxe);
         close_to("logits", p, yg, yc, 1e-5);
         close_to("input gradient", p, dxg, dxc, 1e-5);
-        const int64_t replayed = _lp_run_graph_replays(graphed) - before;
+        const int64_t replayed = replays(graphed) - before;
         if (run_len >= 3 && replayed != 2)
             fail_msg("pass %d (batch %lld, the %d-th alike): %lld of its 2 passes came from a graph", p,
                      (long long)batch[p], run_len + 1, (long long)replayed);
@@ -105,8 +111,8 @@ static void test_graphs(void **state) {
         lp_tensor_free(x), lp_tensor_free(yc), lp_tensor_free(dxc), lp_tensor_free(ye), lp_tensor_free(dxe);
         lp_tensor_free(yg), lp_tensor_free(dxg);
     }
-    fprintf(stderr, "  %d passes, %lld replayed from CUDA graphs\n", np, (long long)_lp_run_graph_replays(graphed));
-    assert_int_equal(_lp_run_graph_replays(eager), 0);
+    fprintf(stderr, "  %d passes, %lld replayed from CUDA graphs\n", np, (long long)replays(graphed));
+    assert_int_equal(replays(eager), 0);
     lp_run_free(cpu);
     lp_run_free(eager);
     lp_run_free(graphed);
@@ -121,7 +127,9 @@ static void test_fusion(void **state) {
     assert_int_equal(lp_run_new(m, LP_DEVICE_CPU, &cpu), LP_OK);
     assert_int_equal(lp_run_new(m, LP_DEVICE_CUDA, &gpu), LP_OK);
     assert_int_equal(lp_run_set_forward_only(gpu, 1), LP_OK);
-    assert_int_equal(_lp_run_fused(gpu), 2); /* conv1+relu1, conv2+relu2 */
+    lp_run_speed sp;
+    lp_run_speed_info(gpu, &sp);
+    assert_int_equal(sp.fused, 2); /* conv1+relu1, conv2+relu2 */
     tu_rng g = {7};
     for (int p = 0; p < 3; p++) {
         lp_tensor *x = host_rand(&g, 16);
