@@ -277,7 +277,9 @@ def write_acts(model, model_proto, x, logits, t, outdir):
 
 # ---- emulated reduced precision: what a correct tf32 / bf16 engine would get ------------
 # Loupe's tf32 and bf16 round the inputs and weights of convolutions and GEMMs (and, in
-# backward, the incoming gradient of their input-gradient product) and accumulate in fp32.
+# backward, the incoming gradient of their input-gradient product) and accumulate in fp32;
+# bf16 convolutions also store their output, and their input gradient, in bf16 (cuDNN's
+# NHWC bf16 tensors), so those are rounded too (found running the CUDA emulator).
 # The same roundings applied to the float64 model give the error such an engine has
 # whatever its kernels (max-pool routing flips included); the GPU oracle bounds Loupe at
 # 3x that, when above the design's bounds.
@@ -315,8 +317,15 @@ def emulated_errors(model64, x64, t, logits64, grad64, fmt):
         for mod in emu.modules():
             if isinstance(mod, (torch.nn.Conv2d, torch.nn.Linear)):
                 mod.weight.copy_(round_to(mod.weight, fmt))
-                mod.register_forward_pre_hook(lambda m, inp: (_RoundFwd.apply(inp[0], fmt),))
-                mod.register_forward_hook(lambda m, inp, out: _RoundBwd.apply(out, fmt))
+                conv16 = fmt == "bf16" and isinstance(mod, torch.nn.Conv2d)
+                if conv16:  # dx and y in bf16 as well
+                    mod.register_forward_pre_hook(
+                        lambda m, inp: (_RoundFwd.apply(_RoundBwd.apply(inp[0], fmt), fmt),))
+                    mod.register_forward_hook(
+                        lambda m, inp, out: _RoundBwd.apply(_RoundFwd.apply(out, fmt), fmt))
+                else:
+                    mod.register_forward_pre_hook(lambda m, inp: (_RoundFwd.apply(inp[0], fmt),))
+                    mod.register_forward_hook(lambda m, inp, out: _RoundBwd.apply(out, fmt))
     logits, grad = logits_and_grad(emu, x64, t)
     return rel_l2(logits, logits64), rel_l2(grad, grad64)
 
