@@ -31,9 +31,9 @@ struct lp_run {
     int capture_all;
     int has_forward;
     int64_t gen;       /* the model's weights_gen the device copies hold (-1: none yet) */
-    int forward_only;  /* free each activation after its last reader (no backward) */
-    int *last_use;     /* per value: index of the last node that reads it (forward_only) */
-    int *fuse;         /* per node (forward_only): the Relu node fused into this Conv, or -1 */
+    int forward_only;  /* no backward: activations share one arena (below) */
+    int lean;          /* backward passes are plain input gradients: only what they read is kept */
+    int *fuse;         /* per node (forward_only, lean): the Relu node fused into this Conv, or -1 */
     char *fused;       /* per node: a Relu computed by its Conv (skipped) */
     int graphs;        /* CUDA graphs: -1 not decided yet, 0 off, 1 on */
     pass_graph pg[2];  /* [0] forward, [1] backward */
@@ -42,7 +42,18 @@ struct lp_run {
     int64_t n_replays; /* passes replayed from a graph */
     lp_tensor **aux;   /* per node: its op's derived constants (lp_op.derive), or NULL */
     int64_t aux_gen;   /* the weights_gen they were derived from (-1: none yet) */
+    /* The memory plan of forward-only and lean runs, made per set of shapes: values no
+     * one reads after the forward, and (lean) gradients no one reads after the backward,
+     * are views into one arena, at offsets that share bytes between buffers that are
+     * never alive at once. Their addresses are fixed, so the passes can be graphs. */
+    lp_tensor *arena;
+    char *transient;   /* per value: its activation lives in the arena (read only in the forward) */
+    char *gtransient;  /* per value: its gradient lives in the arena (read only in the backward) */
+    lp_shape *plan_shapes; /* the shapes the plan was made for */
+    int plan_ok;       /* the plan matches the run's mode and captures */
 };
+
+static int planned(const lp_run *r) { return r->forward_only || r->lean; }
 
 static lp_status value_id(const lp_run *r, const char *name, int *id) {
     *id = lp_model_find_value(r->m, name);
@@ -102,9 +113,12 @@ void lp_run_free(lp_run *r) {
     free(r->grad_live);
     free(r->shapes);
     free(r->capture);
-    free(r->last_use);
     free(r->fuse);
     free(r->fused);
+    lp_tensor_free(r->arena);
+    free(r->transient);
+    free(r->gtransient);
+    free(r->plan_shapes);
     for (int p = 0; p < 2; p++) {
         lp_cuda_graph_free(r->pg[p].g);
         free(r->pg[p].key);
@@ -126,7 +140,8 @@ static lp_status plan_fusion(lp_run *r) {
     r->fuse = lp_calloc((size_t)m->n_nodes + 1, sizeof *r->fuse);
     r->fused = lp_calloc((size_t)m->n_nodes + 1, 1);
     if (!readers || !r->fuse || !r->fused) {
-        free(readers);
+        free(readers), free(r->fuse), free(r->fused);
+        r->fuse = NULL, r->fused = NULL;
         return LP_ERR_OOM;
     }
     for (int i = 0; i < m->n_nodes; i++) {
@@ -156,52 +171,49 @@ static int fusion_partner(const lp_run *r, int i) {
     return j;
 }
 
-lp_status lp_run_set_forward_only(lp_run *r, int on) {
-    if (!on) {
-        if (r->forward_only) r->has_forward = 0; /* its activations were freed */
-        r->forward_only = 0;
-        return LP_OK;
-    }
-    if (!r->last_use) {
-        r->last_use = lp_calloc((size_t)r->m->n_values + 1, sizeof *r->last_use);
-        if (!r->last_use) return LP_ERR_OOM;
-        for (int v = 0; v < r->m->n_values; v++) r->last_use[v] = -1;
-        for (int i = 0; i < r->m->n_nodes; i++)
-            for (int k = 0; k < r->m->nodes[i].n_in; k++)
-                if (r->m->nodes[i].in[k] >= 0) r->last_use[r->m->nodes[i].in[k]] = i;
-        for (int k = 0; k < r->m->n_outputs; k++) r->last_use[r->m->outputs[k]] = r->m->n_nodes; /* kept */
-        lp_status s = plan_fusion(r);
-        if (s != LP_OK) { /* all or nothing: the flag below is only set over complete tables */
-            free(r->last_use), free(r->fuse), free(r->fused);
-            r->last_use = NULL, r->fuse = NULL, r->fused = NULL;
-            return s;
+/* Forget the memory plan: every activation and gradient the run made goes (the next
+ * forward makes them again, as the mode then says). */
+static void drop_plan(lp_run *r) {
+    for (int v = 0; v < r->m->n_values; v++) {
+        if (r->owned[v] && !r->m->values[v].init) {
+            lp_tensor_free(r->val[v]);
+            r->val[v] = NULL;
+            r->owned[v] = 0;
         }
+        lp_tensor_free(r->grad[v]);
+        r->grad[v] = NULL;
+        r->grad_live[v] = 0;
     }
-    r->forward_only = 1;
+    lp_tensor_free(r->arena);
+    r->arena = NULL;
+    if (r->transient) memset(r->transient, 0, (size_t)r->m->n_values);
+    if (r->gtransient) memset(r->gtransient, 0, (size_t)r->m->n_values);
+    r->plan_ok = 0;
+    r->has_forward = 0;
+}
+
+static lp_status set_mode(lp_run *r, int forward_only, int lean) {
+    if (forward_only == r->forward_only && lean == r->lean) return LP_OK;
+    if ((forward_only || lean) && !r->fuse) LP_TRY(plan_fusion(r));
+    drop_plan(r); /* what the old mode kept is not what the new one needs */
+    r->forward_only = forward_only;
+    r->lean = lean;
     return LP_OK;
 }
 
-/* forward_only: give back the activations node i was the last to read. The caching
- * allocator hands the memory to the next layer, so the peak is the working set. */
-static void release_inputs(lp_run *r, const lp_node *n, int i) {
-    for (int k = 0; k < n->n_in; k++) {
-        int v = n->in[k];
-        /* the model's constants (the device copy of the weights) serve every pass */
-        if (v < 0 || !r->owned[v] || r->m->values[v].init || r->last_use[v] != i || r->capture_all || r->capture[v])
-            continue;
-        lp_tensor_free(r->val[v]);
-        r->val[v] = NULL;
-        r->owned[v] = 0;
-    }
-}
+lp_status lp_run_set_forward_only(lp_run *r, int on) { return set_mode(r, on, on ? 0 : r->lean); }
+
+lp_status lp_run_set_lean(lp_run *r, int on) { return set_mode(r, on ? 0 : r->forward_only, on); }
 
 lp_status lp_run_capture(lp_run *r, const char *name) {
     if (!strcmp(name, "*")) {
+        r->plan_ok &= r->capture_all;
         r->capture_all = 1;
         return LP_OK;
     }
     int id;
     LP_TRY(value_id(r, name, &id));
+    r->plan_ok &= r->capture[id];
     r->capture[id] = 1;
     return LP_OK;
 }
@@ -218,7 +230,7 @@ static lp_status ensure_tensor(lp_run *r, int v, const lp_shape *s, lp_dtype dt)
     r->owned[v] = 0;
     /* Forward-only runs allocate every activation on every pass: skip the fill, as
      * every op's forward writes its whole output (_lp_run_forward_from relies on it too). */
-    if (r->forward_only && dt == LP_F32) LP_TRY(_lp_tensor_new_uninit(&r->val[v], r->dev, dt, s));
+    if (planned(r) && dt == LP_F32) LP_TRY(_lp_tensor_new_uninit(&r->val[v], r->dev, dt, s));
     else LP_TRY(lp_tensor_new_shape(&r->val[v], r->dev, dt, s));
     r->owned[v] = 1;
     return LP_OK;
@@ -267,6 +279,132 @@ static lp_status bind_constants(lp_run *r) {
     return derive_constants(r);
 }
 
+/* Which values carry a gradient: those that depend on the input (or, with weight
+ * gradients, on a weight). */
+static void grad_required(const lp_model *m, int weight_grads, char *req) {
+    memset(req, 0, (size_t)m->n_values + 1);
+    for (int i = 0; i < m->n_inputs; i++) req[m->inputs[i]] = 1;
+    if (weight_grads)
+        for (int v = 0; v < m->n_values; v++)
+            if (m->values[v].is_param) req[v] = 1;
+    for (int i = 0; i < m->n_nodes; i++) {
+        const lp_node *n = &m->nodes[i];
+        int any = 0;
+        for (int k = 0; k < n->n_in; k++)
+            if (n->in[k] >= 0 && req[n->in[k]] && m->values[n->in[k]].dtype == LP_F32) any = 1;
+        for (int k = 0; k < n->n_out; k++) req[n->out[k]] = any && m->values[n->out[k]].dtype == LP_F32;
+    }
+}
+
+/* Values a forward-only or lean run must keep whole after its forward: inputs,
+ * outputs, captures, int64 values and (lean) what the plain backward reads. */
+static void plan_keep(const lp_run *r, const char *req, char *keep) {
+    const lp_model *m = r->m;
+    for (int v = 0; v < m->n_values; v++)
+        keep[v] = r->capture[v] || m->values[v].dtype != LP_F32 || m->values[v].init != NULL;
+    for (int i = 0; i < m->n_inputs; i++) keep[m->inputs[i]] = 1;
+    for (int k = 0; k < m->n_outputs; k++) keep[m->outputs[k]] = 1;
+    for (int i = 0; req && i < m->n_nodes; i++) {
+        const lp_node *n = &m->nodes[i];
+        char din[LP_MAX_IO] = {0}, rd[LP_MAX_IO];
+        int any = 0, out_read;
+        for (int k = 0; k < n->n_in; k++) any |= din[k] = n->in[k] >= 0 && req[n->in[k]];
+        if (!any) continue; /* the backward never runs this node */
+        lp_op_backward_reads(m, n, din, rd, &out_read);
+        for (int k = 0; k < n->n_in; k++)
+            if (rd[k] && n->in[k] >= 0) keep[n->in[k]] = 1;
+        for (int k = 0; out_read && k < n->n_out; k++) keep[n->out[k]] = 1;
+    }
+}
+
+/* The memory plan for this pass's shapes (see lp_run.arena). Steps 0..T-1 are the
+ * forward's nodes, T..2T-1 the backward's, last node first. */
+static lp_status ensure_plan(lp_run *r) {
+    const lp_model *m = r->m;
+    const int T = m->n_nodes, nv = m->n_values;
+    if (r->plan_ok && !memcmp(r->plan_shapes, r->shapes, (size_t)nv * sizeof *r->shapes)) return LP_OK;
+    drop_plan(r);
+    if (!r->plan_shapes) r->plan_shapes = lp_calloc((size_t)nv + 1, sizeof *r->plan_shapes);
+    if (!r->transient) r->transient = lp_calloc((size_t)nv + 1, 1);
+    if (!r->gtransient) r->gtransient = lp_calloc((size_t)nv + 1, 1);
+    char *keep = lp_calloc((size_t)nv + 1, 1), *req = r->lean ? lp_calloc((size_t)nv + 1, 1) : NULL;
+    int *first = lp_malloc(((size_t)nv + 1) * 2 * sizeof *first), *last = first ? first + nv + 1 : NULL;
+    int *gfirst = lp_malloc(((size_t)nv + 1) * sizeof *gfirst);
+    lp_plan_item *it = lp_malloc(((size_t)nv + 1) * 2 * sizeof *it);
+    int *who = lp_malloc(((size_t)nv + 1) * 2 * sizeof *who); /* item -> value (+nv: its gradient) */
+    lp_status s = LP_OK;
+    if (!r->plan_shapes || !r->transient || !r->gtransient || !keep || (r->lean && !req) || !first || !gfirst || !it ||
+        !who) {
+        s = LP_ERR_OOM;
+        goto out;
+    }
+    if (req) grad_required(m, 0, req);
+    plan_keep(r, req, keep);
+    for (int v = 0; v < nv; v++) first[v] = last[v] = gfirst[v] = -1;
+    for (int i = 0; i < T; i++) {
+        const lp_node *n = &m->nodes[i];
+        for (int k = 0; k < n->n_in; k++) /* a gradient's first step: its last reader's backward */
+            if (n->in[k] >= 0) gfirst[n->in[k]] = 2 * T - 1 - i;
+        if (r->fused[i] && fusion_partner(r, m->values[n->in[0]].producer) == i) continue;
+        const int fj = fusion_partner(r, i);
+        for (int k = 0; k < n->n_in; k++)
+            if (n->in[k] >= 0) last[n->in[k]] = i;
+        for (int k = 0; k < n->n_out; k++) {
+            int v = fj >= 0 ? m->nodes[fj].out[0] : n->out[k]; /* fused: the conv writes the ReLU's output */
+            if (first[v] < 0) first[v] = i;
+            if (last[v] < i) last[v] = i;
+        }
+    }
+    int ni = 0;
+    for (int v = 0; v < nv; v++) {
+        if (r->capture_all || keep[v] || m->values[v].producer < 0) continue;
+        const int64_t bytes = lp_shape_numel(&r->shapes[v]) * (int64_t)sizeof(float);
+        if (first[v] >= 0 && bytes > 0) {
+            it[ni] = (lp_plan_item){(size_t)bytes, first[v], last[v], 0};
+            who[ni++] = v;
+        }
+        r->transient[v] = 1; /* also when never stored (a fused pre-activation) */
+    }
+    for (int v = 0; req && v < nv; v++) {
+        /* gradients the caller cannot ask for: of values neither captured nor outputs */
+        if (!req[v] || r->capture_all || r->capture[v] || m->values[v].producer < 0) continue;
+        int is_out = 0;
+        for (int k = 0; k < m->n_outputs; k++) is_out |= m->outputs[k] == v;
+        const int64_t bytes = lp_shape_numel(&r->shapes[v]) * (int64_t)sizeof(float);
+        if (is_out || bytes <= 0) continue;
+        int g0 = gfirst[v] < 0 ? T : gfirst[v]; /* never read by a node: seeded as the pass starts */
+        it[ni] = (lp_plan_item){(size_t)bytes, g0, 2 * T - 1 - m->values[v].producer, 0};
+        who[ni++] = nv + v;
+        r->gtransient[v] = 1;
+    }
+    size_t total = 0;
+    s = lp_mem_plan(it, ni, 256, &total);
+    if (s == LP_OK && total) {
+        lp_shape as = {1, {(int64_t)(total / sizeof(float))}};
+        s = _lp_tensor_new_uninit(&r->arena, r->dev, LP_F32, &as);
+    }
+    for (int k = 0; s == LP_OK && k < ni; k++) {
+        int v = who[k] % nv, is_grad = who[k] >= nv;
+        lp_tensor *t = lp_malloc(sizeof *t);
+        if (!t) {
+            s = LP_ERR_OOM;
+            break;
+        }
+        *t = lp_tensor_view(r->dev, LP_F32, &r->shapes[v], (char *)r->arena->data + it[k].offset);
+        if (is_grad) r->grad[v] = t;
+        else r->val[v] = t, r->owned[v] = 1;
+    }
+    if (s == LP_OK) {
+        memcpy(r->plan_shapes, r->shapes, (size_t)nv * sizeof *r->shapes);
+        r->plan_ok = 1;
+    } else {
+        drop_plan(r);
+    }
+out:
+    free(keep), free(req), free(first), free(gfirst), free(it), free(who);
+    return s;
+}
+
 /* ---- CUDA graphs ------------------------------------------------------------------ */
 
 static int graphs_on(lp_run *r) {
@@ -274,7 +412,7 @@ static int graphs_on(lp_run *r) {
         const char *e = getenv("LOUPE_CUDA_GRAPHS");
         r->graphs = r->dev == LP_DEVICE_CUDA && !(e && !strcmp(e, "0"));
     }
-    return r->graphs && !r->forward_only; /* forward-only runs allocate as they go */
+    return r->graphs;
 }
 
 /* The key of the pass about to run (phase 0 forward, 1 backward) into r->key. */
@@ -390,7 +528,13 @@ static lp_status run_pass(lp_run *r, int phase, int graphed, int of, int wgrads,
 
 void lp_run_speed_info(const lp_run *r, lp_run_speed *out) {
     out->fused = 0;
-    for (int i = 0; r->forward_only && r->fused && i < r->m->n_nodes; i++) out->fused += r->fused[i];
+    for (int i = 0; planned(r) && r->fused && i < r->m->n_nodes; i++) out->fused += r->fused[i];
+    out->held_bytes = r->arena ? (int64_t)r->arena->nbytes : 0;
+    for (int v = 0; v < r->m->n_values; v++) {
+        const lp_tensor *a = r->val[v], *g = r->grad[v];
+        if (a && r->owned[v] && a->owns && !r->m->values[v].init) out->held_bytes += (int64_t)a->nbytes;
+        if (g && g->owns) out->held_bytes += (int64_t)g->nbytes;
+    }
     out->graph_replays = r->n_replays;
 }
 
@@ -404,11 +548,9 @@ static lp_status forward_nodes(lp_run *r, void *arg) {
     for (int i = 0; i < m->n_nodes; i++) {
         const lp_node *n = &m->nodes[i];
         lp_tensor *in[LP_MAX_IO], *out[LP_MAX_IO];
-        const int fj = r->forward_only ? fusion_partner(r, i) : -1;
-        if (r->forward_only && r->fused[i] && fusion_partner(r, m->values[n->in[0]].producer) == i) {
-            release_inputs(r, n, i);
+        const int fj = planned(r) ? fusion_partner(r, i) : -1;
+        if (planned(r) && r->fused[i] && fusion_partner(r, m->values[n->in[0]].producer) == i)
             continue; /* this ReLU ran inside its convolution */
-        }
         for (int k = 0; k < n->n_in; k++) in[k] = n->in[k] >= 0 ? r->val[n->in[k]] : NULL;
         for (int k = 0; k < n->n_out; k++) {
             int v = fj >= 0 ? m->nodes[fj].out[0] : n->out[k]; /* fused: the conv writes the ReLU's output */
@@ -422,7 +564,6 @@ static lp_status forward_nodes(lp_run *r, void *arg) {
             char ctx[512];
             return lp_fail_prefix(s, "%s", lp_node_ctx(m, n, ctx, sizeof ctx));
         }
-        if (r->forward_only) release_inputs(r, n, i);
     }
     return LP_OK;
 }
@@ -450,6 +591,7 @@ lp_status lp_run_forward(lp_run *r, const lp_tensor *input) {
             return lp_fail_prefix(s, "input %s (model declares %s)", lp_shape_fmt(&is, a, sizeof a),
                                   lp_shape_fmt(decl, b, sizeof b));
     }
+    if (planned(r)) LP_TRY(ensure_plan(r));
     LP_TRY(ensure_tensor(r, in_id, &is, LP_F32));
     if (input->device == r->dev)
         LP_TRY(r->be->copy(r->val[in_id]->data, input->data, input->nbytes));
@@ -478,7 +620,9 @@ lp_status _lp_run_forward_from(lp_run *r, const char *name, const lp_tensor *val
     int id;
     LP_TRY(value_id(r, name, &id));
     if (!r->has_forward) return lp_fail(LP_ERR_ARG, "forward from '%s' needs a forward pass first", name);
-    if (r->forward_only) return lp_fail(LP_ERR_ARG, "forward from '%s': this run is forward-only (its activations are freed)", name);
+    if (planned(r))
+        return lp_fail(LP_ERR_ARG, "forward from '%s': this run is %s (it keeps only some activations)", name,
+                       r->forward_only ? "forward-only" : "lean");
     if (!r->owned[id] || m->values[id].init)
         return lp_fail(LP_ERR_ARG, "value '%s' is a constant of the model, not an activation", name);
     lp_shape vs = lp_tensor_shape(value);
@@ -525,7 +669,7 @@ lp_status _lp_run_forward_from(lp_run *r, const char *name, const lp_tensor *val
 
 const lp_tensor *lp_run_value(const lp_run *r, const char *name) {
     int id = lp_model_find_value(r->m, name);
-    if (id < 0 || !r->has_forward) return NULL;
+    if (id < 0 || !r->has_forward || (r->transient && r->transient[id])) return NULL; /* its bytes are reused */
     return r->val[id];
 }
 
@@ -536,7 +680,7 @@ const lp_tensor *lp_run_output(const lp_run *r) {
 
 const lp_tensor *lp_run_grad(const lp_run *r, const char *name) {
     int id = lp_model_find_value(r->m, name);
-    return id < 0 || !r->grad_live[id] ? NULL : r->grad[id];
+    return id < 0 || !r->grad_live[id] || (r->gtransient && r->gtransient[id]) ? NULL : r->grad[id];
 }
 
 /* A zeroed gradient buffer for value v, reusing last pass's when the shape fits. */
@@ -561,6 +705,14 @@ typedef struct backward_arg {
     int of;
 } backward_arg;
 
+/* A value as a backward reads it: a lean run's unkept activations come as their
+ * shape with no data (the op's backward does not read them: lp_op_backward_reads). */
+static lp_tensor *arg_value(const lp_run *r, int v, lp_tensor *shell) {
+    if (r->val[v] && !(r->transient && r->transient[v])) return r->val[v];
+    *shell = lp_tensor_view(r->dev, r->m->values[v].dtype, &r->shapes[v], NULL);
+    return shell;
+}
+
 static lp_status backward_nodes(lp_run *r, void *arg) {
     const backward_arg *a = arg;
     lp_model *m = r->m;
@@ -572,17 +724,18 @@ static lp_status backward_nodes(lp_run *r, void *arg) {
     for (int i = last; i >= 0; i--) {
         const lp_node *n = &m->nodes[i];
         lp_tensor *in[LP_MAX_IO], *out[LP_MAX_IO], *dout[LP_MAX_IO], *din[LP_MAX_IO];
+        lp_tensor shell[2 * LP_MAX_IO];
         int live = 0;
         for (int k = 0; k < n->n_out; k++) {
             dout[k] = r->grad_live[n->out[k]] ? r->grad[n->out[k]] : NULL;
-            out[k] = r->val[n->out[k]];
+            out[k] = arg_value(r, n->out[k], &shell[LP_MAX_IO + k]);
             live |= dout[k] != NULL;
         }
         if (!live) continue;
         int need = 0;
         for (int k = 0; k < n->n_in; k++) {
             int v = n->in[k];
-            in[k] = v >= 0 ? r->val[v] : NULL;
+            in[k] = v >= 0 ? arg_value(r, v, &shell[k]) : NULL;
             din[k] = NULL;
             if (v < 0 || !req[v]) continue;
             if (!r->grad_live[v]) {
@@ -619,26 +772,18 @@ lp_status lp_run_backward(lp_run *r, const lp_backward_opts *opts) {
     if (!opts) opts = &dflt;
     if (!r->has_forward) return lp_fail(LP_ERR_ARG, "backward needs a forward pass first");
     if (r->forward_only) return lp_fail(LP_ERR_ARG, "backward: this run is forward-only (its activations are freed)");
+    if (r->lean && (opts->rules || opts->weight_grads))
+        return lp_fail(LP_ERR_ARG, "backward with %s: this run is lean (it keeps only what the plain input gradient reads)",
+                       opts->rules ? "a rule table" : "weight gradients");
     int of = m->n_outputs ? m->outputs[0] : -1;
     if (opts->of) LP_TRY(value_id(r, opts->of, &of));
     if (of < 0) return lp_fail(LP_ERR_ARG, "the model has no output to differentiate");
     if (m->values[of].dtype != LP_F32) return lp_fail(LP_ERR_ARG, "value '%s' is not a float tensor", m->values[of].name);
 
-    /* Which values carry a gradient: those that depend on the input (or on weights). */
     size_t nv = (size_t)m->n_values;
     char *req = lp_calloc(nv + 1, 1);
     if (!req) return LP_ERR_OOM;
-    for (int i = 0; i < m->n_inputs; i++) req[m->inputs[i]] = 1;
-    if (opts->weight_grads)
-        for (size_t v = 0; v < nv; v++)
-            if (m->values[v].is_param) req[v] = 1;
-    for (int i = 0; i < m->n_nodes; i++) {
-        const lp_node *n = &m->nodes[i];
-        int any = 0;
-        for (int k = 0; k < n->n_in; k++)
-            if (n->in[k] >= 0 && req[n->in[k]] && m->values[n->in[k]].dtype == LP_F32) any = 1;
-        for (int k = 0; k < n->n_out; k++) req[n->out[k]] = any && m->values[n->out[k]].dtype == LP_F32;
-    }
+    grad_required(m, opts->weight_grads, req);
     lp_status s = LP_OK;
     memset(r->grad_live, 0, nv); /* gradients of an earlier backward would mislead */
     s = ensure_grad(r, of);

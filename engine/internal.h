@@ -195,6 +195,16 @@ typedef struct lp_op {
     int int64_out;
 } lp_op;
 
+/* Arena planning (engine/mem_plan.c): each item's bytes are rounded up to `align` and
+ * given an offset so that items whose step ranges [first, last] overlap never share
+ * bytes; *total is the arena's size. */
+typedef struct lp_plan_item {
+    size_t bytes;
+    int first, last;
+    size_t offset; /* out */
+} lp_plan_item;
+lp_status lp_mem_plan(lp_plan_item *items, int n, size_t align, size_t *total);
+
 /* Op registry (engine/ops/registry.c). */
 const lp_op *lp_op_find(const char *type);
 /* An op's derived constants: a tensor on c->be's device made from the node's
@@ -204,6 +214,11 @@ const lp_op *lp_op_find(const char *type);
  * per-pass host work out of forward (and so lets a pass be a CUDA graph). */
 typedef lp_status (*lp_derive_fn)(lp_ctx *c, const lp_node *n, lp_tensor **aux);
 lp_derive_fn lp_op_derive(const lp_op *op);
+/* What node n's plain backward (no rule table) reads besides its outputs' gradients,
+ * when din_req[k] says which inputs' gradients are asked for: in_read[k] for input
+ * k's data, *out_read for its outputs'. Shapes are always there. Lean runs keep only
+ * these activations (engine/ops/backward_reads.c). */
+void lp_op_backward_reads(const lp_model *m, const lp_node *n, const char *din_req, char *in_read, int *out_read);
 /* For error messages: comma-separated list of supported ops. */
 const char *lp_op_list(void);
 

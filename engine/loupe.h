@@ -132,15 +132,24 @@ void lp_run_free(lp_run *r);
 /* Precision of this run's convolutions and GEMMs (default fp32); LP_ERR_DEVICE for
  * tf32/bf16 on the CPU. */
 lp_status lp_run_set_precision(lp_run *r, lp_precision p);
-/* Forward-only runs free each activation once the last layer that reads it has run
- * (captured values and outputs stay), so memory is the working set, not the whole
- * network; backward is then refused. Off by default. */
+/* Forward-only runs keep only the outputs and captured values: every other activation
+ * lives in one arena whose bytes are shared by layers that are never alive at once,
+ * so memory is the working set, not the whole network (and a CUDA run replays its
+ * passes as graphs); backward is then refused. Off by default. */
 lp_status lp_run_set_forward_only(lp_run *r, int on);
+/* Lean runs take only plain input gradients (saliency, integrated gradients, Grad-CAM
+ * at a captured layer): the forward keeps the outputs, the captured values and what
+ * those gradients read (a ReLU's output, not its input; never a convolution's input),
+ * and gradients other than the input's and the captured values' share the arena with
+ * the forward's transients. Backward with a rule table or weight gradients is then
+ * refused; lp_run_value and lp_run_grad give NULL for what was not kept. Off by default. */
+lp_status lp_run_set_lean(lp_run *r, int on);
 /* What the executor's speed paths did in this run: Conv+Relu pairs computed as one
  * pass (forward-only runs), and passes replayed from a CUDA graph (CUDA runs). */
 typedef struct lp_run_speed {
     int fused;
     int64_t graph_replays;
+    int64_t held_bytes; /* device bytes the run holds for activations and gradients (arena included) */
 } lp_run_speed;
 void lp_run_speed_info(const lp_run *r, lp_run_speed *out);
 /* Keep the named value (or every value with "*") after forward, for reading. */

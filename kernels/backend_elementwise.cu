@@ -36,7 +36,7 @@ __device__ __forceinline__ float unary_f(int k, float p0, float p1, float x) {
 __device__ __forceinline__ float unary_g(int k, float p0, float p1, float x, float y, float g) {
     switch (k) {
     case LP_UN_IDENTITY: return g;
-    case LP_UN_RELU: return x > 0.f ? g : 0.f;
+    case LP_UN_RELU: return y > 0.f ? g : 0.f; // y > 0 iff x > 0: x may be freed
     case LP_UN_LEAKY_RELU: return x > 0.f ? g : p0 * g;
     case LP_UN_CLIP: return (x >= p0 && x <= p1) ? g : 0.f;
     case LP_UN_SIGMOID: return g * y * (1.f - y);
@@ -123,7 +123,8 @@ __global__ void binary_bwd_kernel(int k, lp_bcast bc, int64_t n, int which, int 
     GRID_LOOP(i, n) {
         int64_t oa, ob;
         bc_off(bc, i, &oa, &ob);
-        float v = binary_g(k, which, a[oa], b[ob], y ? y[i] : 0.f, y != NULL, dy[i]);
+        const bool reads = k != LP_BIN_ADD && k != LP_BIN_SUB; // Add and Sub never read their operands
+        float v = binary_g(k, which, reads ? a[oa] : 0.f, reads ? b[ob] : 0.f, y ? y[i] : 0.f, y != NULL, dy[i]);
         if (direct) g[which ? ob : oa] += v;
         else g[i] = v;
     }

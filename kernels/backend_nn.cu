@@ -53,7 +53,7 @@ __device__ float pool_window(const lp_pool_desc &d, const float *xp, int oy, int
         for (int j = 0; j < d.kw; j++) {
             int ix = xs + j * d.dw;
             if (ix < 0 || ix >= d.w) continue;
-            s += xp[(int64_t)iy * d.w + ix];
+            if (xp) s += xp[(int64_t)iy * d.w + ix]; // NULL: the backward wants the divisor only
             cnt++;
         }
     }
@@ -88,7 +88,7 @@ __global__ void pool_bwd_kernel(lp_pool_desc d, const float *x, const float *dy,
     GRID_LOOP(i, total) {
         int64_t pl = i / hw, r = i % hw;
         int iy = (int)(r / d.w), ix = (int)(r % d.w);
-        const float *xp = x + pl * hw, *gp = dy + pl * ohw;
+        const float *xp = x ? x + pl * hw : nullptr, *gp = dy + pl * ohw; // average: x unread
         int ylo, yhi, xlo, xhi;
         covering(iy, d.ph0, d.kh, d.dh, d.sh, d.oh, &ylo, &yhi);
         covering(ix, d.pw0, d.kw, d.dw, d.sw, d.ow, &xlo, &xhi);

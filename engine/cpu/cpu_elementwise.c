@@ -105,7 +105,7 @@ lp_status _lp_cpu_unary_bwd(lp_unary_kind k, const float *p, const float *x, con
         break;
     case LP_UN_RELU:
 #pragma omp parallel for simd if (par_on) schedule(static)
-        for (int64_t i = 0; i < n; i++) dx[i] += x[i] > 0.f ? dy[i] : 0.f;
+        for (int64_t i = 0; i < n; i++) dx[i] += y[i] > 0.f ? dy[i] : 0.f; /* y > 0 iff x > 0: x may be freed */
         break;
     case LP_UN_LEAKY_RELU:
 #pragma omp parallel for simd if (par_on) schedule(static)
@@ -289,8 +289,9 @@ lp_status _lp_cpu_binary_fwd(lp_binary_kind k, const lp_bcast *bc, const float *
 /* Gradient of one row: da[j*sa] += ga, db[j*sb] += gb (either pointer may be NULL). */
 static void bin_row_bwd(lp_binary_kind k, int64_t n, const float *a, int64_t sa, const float *b, int64_t sb,
                         const float *y, const float *dy, float *da, float *db) {
+    const int reads = k != LP_BIN_ADD && k != LP_BIN_SUB; /* Add and Sub never read their operands */
     for (int64_t j = 0; j < n; j++) {
-        float av = a[j * sa], bv = b[j * sb], g = dy[j], ga, gb;
+        float av = reads ? a[j * sa] : 0.f, bv = reads ? b[j * sb] : 0.f, g = dy[j], ga, gb;
         switch (k) {
         case LP_BIN_ADD: ga = g; gb = g; break;
         case LP_BIN_SUB: ga = g; gb = -g; break;
@@ -321,7 +322,7 @@ lp_status _lp_cpu_binary_bwd(lp_binary_kind k, const lp_bcast *bc, const float *
     for (int64_t o = 0; o < it.outer; o++) {
         int64_t oa, ob;
         bc_offsets(&it, o, &oa, &ob);
-        bin_row_bwd(k, it.inner, a + oa, sa, b + ob, sb, y ? y + o * it.inner : NULL, dy + o * it.inner,
+        bin_row_bwd(k, it.inner, a ? a + oa : NULL, sa, b ? b + ob : NULL, sb, y ? y + o * it.inner : NULL, dy + o * it.inner,
                     da ? da + oa : NULL, db ? db + ob : NULL);
     }
     return LP_OK;

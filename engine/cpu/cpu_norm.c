@@ -154,7 +154,7 @@ lp_status _lp_cpu_channel_affine_bwd(int n, int c, int64_t hw, const float *x, c
         const float sc = scale[ch];
         for (int i = 0; i < n; i++) {
             const int64_t base = ((int64_t)i * c + ch) * hw;
-            const float *g = dy + base, *xp = x + base;
+            const float *g = dy + base, *xp = dscale ? x + base : NULL; /* x is read for dscale only */
             float ps = 0.f, pb = 0.f;
             if (dx)
                 for (int64_t p = 0; p < hw; p++) dx[base + p] += g[p] * sc;

@@ -87,7 +87,7 @@ lp_status _lp_cpu_pool_bwd(const lp_pool_desc *d, const float *x, const float *y
     const int64_t hw = (int64_t)d->h * d->w, ohw = (int64_t)d->oh * d->ow;
 #pragma omp parallel for schedule(static) if ((int64_t)d->n * d->c * ohw * d->kh * d->kw > LP_CPU_PAR_MIN)
     for (int64_t pl = 0; pl < (int64_t)d->n * d->c; pl++) {
-        const float *xp = x + pl * hw;
+        const float *xp = x ? x + pl * hw : NULL; /* average pooling's backward never reads x */
         const float *gp = dy + pl * ohw;
         float *dp = dx + pl * hw;
         for (int oy = 0; oy < d->oh; oy++) {

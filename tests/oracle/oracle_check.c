@@ -296,6 +296,45 @@ int main(int argc, char **argv) {
     compare(&st, model, what, lp_run_grad(r, lp_model_input_name(m)), grad, tol_grad, 0);
     if (check_acts(&st, model, dir, r, tol_act_grads, 1)) return 2;
 
+    /* The same gradient from a lean run (only what the input gradient reads is kept;
+     * the rest shares one arena) and the logits from a forward-only run, against
+     * PyTorch with the same bounds; on the CPU, the lean gradient also bit for bit
+     * equal to the keep-everything run's. */
+    lp_run *lean = NULL, *fwd = NULL;
+    if (lp_run_new(m, dev, &lean) != LP_OK || lp_run_set_precision(lean, prec) != LP_OK ||
+        lp_run_set_lean(lean, 1) != LP_OK || lp_run_forward(lean, x) != LP_OK || lp_run_backward(lean, &bo) != LP_OK)
+        return fail_run("lean run");
+    const lp_tensor *lg = lp_run_grad(lean, lp_model_input_name(m));
+    snprintf(what, sizeof what, "lean run: d logits[:,%d] / d input", cls);
+    compare(&st, model, what, lg, grad, tol_grad, 0);
+    if (dev == LP_DEVICE_CPU && prec == LP_PREC_FP32) {
+        const lp_tensor *fg = lp_run_grad(r, lp_model_input_name(m));
+        int same = lg && fg && lg->nbytes == fg->nbytes && !memcmp(lg->data, fg->data, lg->nbytes);
+        st.checks++, st.failures += !same;
+        printf("%-14s %-60s %s\n", model, "lean run: input gradient identical to the keep-all run's",
+               same ? "PASS" : "FAIL");
+    }
+    if (lp_run_new(m, dev, &fwd) != LP_OK || lp_run_set_precision(fwd, prec) != LP_OK ||
+        lp_run_set_forward_only(fwd, 1) != LP_OK || lp_run_forward(fwd, x) != LP_OK)
+        return fail_run("forward-only run");
+    compare(&st, model, "forward-only run: logits", lp_run_output(fwd), logits, tol_logits, 0);
+    lp_run_speed full_sp, lean_sp, fwd_sp;
+    lp_run_speed_info(r, &full_sp);
+    lp_run_speed_info(lean, &lean_sp);
+    lp_run_speed_info(fwd, &fwd_sp);
+    printf("%-14s activations + gradients held: keep-all %.1f MiB, lean %.1f MiB (%.2fx less), "
+           "forward-only %.1f MiB; %d Conv+Relu fused\n",
+           model, full_sp.held_bytes / 1048576.0, lean_sp.held_bytes / 1048576.0,
+           (double)full_sp.held_bytes / (double)(lean_sp.held_bytes ? lean_sp.held_bytes : 1),
+           fwd_sp.held_bytes / 1048576.0, lean_sp.fused);
+    st.checks++;
+    if (lean_sp.held_bytes >= full_sp.held_bytes) {
+        printf("%-14s the lean run holds no less than the keep-all run FAIL\n", model);
+        st.failures++;
+    }
+    lp_run_free(lean);
+    lp_run_free(fwd);
+
     printf("%-14s %d checks, %d failed: %s\n", model, st.checks, st.failures,
            st.failures ? "FAIL" : "PASS");
     lp_tensor_free(seed);

@@ -497,8 +497,8 @@ static void test_unary_kinks(void **state) {
     float x[3] = {-0.5f, 0.7f, 0.f}, y[3], dy[3] = {1, 1, 1}, dx[3] = {0, 0, 0}, clip[2] = {-0.5f, 0.7f};
     assert_int_equal(be()->unary_bwd(LP_UN_CLIP, clip, x, y, dy, dx, 3), LP_OK);
     assert_true(dx[0] == 1.f && dx[1] == 1.f && dx[2] == 1.f); /* min <= x <= max passes */
-    float dr[3] = {0, 0, 0};
-    assert_int_equal(be()->unary_bwd(LP_UN_RELU, NULL, x, y, dy, dr, 3), LP_OK);
+    float dr[3] = {0, 0, 0}, yr[3] = {0.f, 0.7f, 0.f}; /* relu(x): ReLU's gradient reads its output */
+    assert_int_equal(be()->unary_bwd(LP_UN_RELU, NULL, x, yr, dy, dr, 3), LP_OK);
     assert_true(dr[2] == 0.f); /* relu'(0) = 0 */
     float da[3] = {0, 0, 0};
     assert_int_equal(be()->unary_bwd(LP_UN_ABS, NULL, x, y, dy, da, 3), LP_OK);
