@@ -347,8 +347,8 @@ static lp_status new_run(lp_model *m, const bench_opts *o, int k, lp_run **r) {
 /* Logits and input gradient of the validation batch at precision k, rel L2 vs PyTorch's
  * float64 references. */
 /* Validation takes the timed cells' own paths: logits from a forward-only run (fused
- * Conv+Relu) on its second pass, the gradient from a run's third forward + backward
- * (replayed from CUDA graphs where they are on). */
+ * Conv+Relu) on its second pass, the gradient from a lean run's third forward +
+ * backward (replayed from CUDA graphs where they are on). */
 static lp_status validate(lp_model *m, const bench_opts *o, int k, const lp_tensor *x, const lp_tensor *ref_logits,
                           const lp_tensor *ref_grad, int cls, double *e_logits, double *e_grad) {
     lp_run *f = NULL, *r = NULL;
@@ -362,6 +362,7 @@ static lp_status validate(lp_model *m, const bench_opts *o, int k, const lp_tens
         s = seed_of((int)x->shape[0], ncls, cls, LP_DEVICE_CPU, &seed);
     }
     if (s == LP_OK) s = new_run(m, o, k, &r);
+    if (s == LP_OK) s = lp_run_set_lean(r, 1);
     lp_backward_opts bo = {.of = NULL, .seed = seed, .weight_grads = 0, .rules = NULL};
     for (int i = 0; i < 3 && s == LP_OK; i++) {
         s = lp_run_forward(r, x);
@@ -389,8 +390,9 @@ static lp_status loupe_cell(lp_model *m, const bench_opts *o, int k, int grad, c
     lp_status s = batch_of(xval, batch, o->dev, &x);
     if (s == LP_OK && grad) s = seed_of(batch, ncls, cls, o->dev, &seed);
     if (s == LP_OK) s = new_run(m, o, k, &r);
-    /* Forward cells keep only the working set, as PyTorch under no_grad does. */
-    if (s == LP_OK && !grad) s = lp_run_set_forward_only(r, 1);
+    /* Forward cells keep only the working set, as PyTorch under no_grad does; input-
+     * gradient cells only what that gradient reads, as autograd's saved tensors. */
+    if (s == LP_OK) s = grad ? lp_run_set_lean(r, 1) : lp_run_set_forward_only(r, 1);
     lp_backward_opts bo = {.of = NULL, .seed = seed, .weight_grads = 0, .rules = NULL};
     if (s == LP_OK) {
         lp_device_memory_reset_peak(o->dev);
@@ -454,9 +456,10 @@ static void print_row(const model_row *mr, int k, int g, int batch, const cell_r
     if (validated) snprintf(val, sizeof val, "%.2e (<= %.1e)", e, bound);
     else snprintf(val, sizeof val, "not validated");
     char sp[64] = "-";
-    if (lr && g) snprintf(sp, sizeof sp, "%lld of %d passes from graphs", (long long)lr->speed.graph_replays / 2,
-                          lr->passes);
-    else if (lr) snprintf(sp, sizeof sp, "%d Conv+Relu fused", lr->speed.fused);
+    if (lr && g) snprintf(sp, sizeof sp, "%d Conv+Relu fused, %lld of %d passes from graphs", lr->speed.fused,
+                          (long long)lr->speed.graph_replays / 2, lr->passes);
+    else if (lr) snprintf(sp, sizeof sp, "%d Conv+Relu fused, %lld of %d passes from graphs", lr->speed.fused,
+                          (long long)lr->speed.graph_replays, lr->passes);
     printf("%-9s %-4s %-7s %5d | %11s | %11s | %6s | %9s | %9s | %-24s | %-5s | %s", mr->name,
            lp_precision_name((lp_precision)k), g ? "in-grad" : "forward", batch, l, t, ratio, lm, tm, val,
            !validated ? "-" : (e <= bound ? "ok" : "WRONG"), sp);

@@ -207,12 +207,15 @@ lp_status lp_run_set_lean(lp_run *r, int on) { return set_mode(r, on ? 0 : r->fo
 
 lp_status lp_run_capture(lp_run *r, const char *name) {
     if (!strcmp(name, "*")) {
+        if (planned(r) && !r->capture_all && r->plan_ok) r->has_forward = 0; /* it kept only some */
         r->plan_ok &= r->capture_all;
         r->capture_all = 1;
         return LP_OK;
     }
     int id;
     LP_TRY(value_id(r, name, &id));
+    if (planned(r) && !r->capture[id] && !r->capture_all && r->transient && r->transient[id])
+        r->has_forward = 0; /* the last forward did not keep it */
     r->plan_ok &= r->capture[id];
     r->capture[id] = 1;
     return LP_OK;
@@ -610,6 +613,11 @@ lp_status lp_run_forward(lp_run *r, const lp_tensor *input) {
 
 
 lp_model *_lp_run_model(const lp_run *r) { return r->m; }
+
+void _lp_run_keep(const lp_run *r, int *forward_only, int *lean) {
+    *forward_only = r->forward_only;
+    *lean = r->lean;
+}
 
 
 

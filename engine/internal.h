@@ -235,6 +235,8 @@ struct lp_rules {
 
 /* The model a run executes (for the attribution methods). */
 lp_model *_lp_run_model(const lp_run *r);
+/* What the run keeps: its lp_run_set_forward_only and lp_run_set_lean settings. */
+void _lp_run_keep(const lp_run *r, int *forward_only, int *lean);
 /* CUDA graphs for this run on or off (default: on for CUDA unless LOUPE_CUDA_GRAPHS=0). */
 void _lp_run_set_graphs(lp_run *r, int on);
 /* After a forward: overwrite activation `name` with `value` (its shape and dtype in

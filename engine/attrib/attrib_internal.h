@@ -26,10 +26,16 @@ typedef struct _lp_xctx {
 
 typedef lp_status (*_lp_method_fn)(_lp_xctx *x, lp_tensor **attr);
 
+/* What a method's passes read of the run, so lp_explain keeps no more: every value
+ * (rule tables, CAM's layers), the plain input gradient's needs (a lean run), or the
+ * target scores alone (a forward-only run). */
+enum { _LP_KEEP_ALL = 0, _LP_KEEP_LEAN, _LP_KEEP_SCORES };
+
 typedef struct _lp_method {
     const char *name;
     const char *summary;
     _lp_method_fn run;
+    int keep;
 } _lp_method;
 
 /* Each family's table ends with a {NULL} entry. */

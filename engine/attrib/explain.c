@@ -104,6 +104,13 @@ static lp_status check_layers(lp_model *m, lp_explain_opts *o) {
     return resolve_layer(m, &t->layer);
 }
 
+static lp_status set_keep(lp_run *r, int forward_only, int lean) {
+    if (lean) return lp_run_set_lean(r, 1);
+    if (forward_only) return lp_run_set_forward_only(r, 1);
+    LP_TRY(lp_run_set_forward_only(r, 0));
+    return lp_run_set_lean(r, 0);
+}
+
 lp_status lp_explain(lp_run *r, const lp_tensor *input, const lp_explain_opts *opts, lp_tensor **attr,
                      lp_explain_info *info) {
     *attr = NULL;
@@ -116,6 +123,10 @@ lp_status lp_explain(lp_run *r, const lp_tensor *input, const lp_explain_opts *o
     fill_defaults(&o);
     if (input->dtype != LP_F32) return lp_fail(LP_ERR_UNSUPPORTED, "input must be float32");
     if (input->ndim < 2 || input->shape[0] < 1) return lp_fail(LP_ERR_SHAPE, "input needs a batch dimension");
+
+    /* The run keeps what this method reads, and goes back to its caller's setting after. */
+    int was_fo, was_lean;
+    _lp_run_keep(r, &was_fo, &was_lean);
 
     _lp_xctx x = {0};
     x.run = r;
@@ -150,6 +161,9 @@ lp_status lp_explain(lp_run *r, const lp_tensor *input, const lp_explain_opts *o
         s = LP_ERR_OOM;
         goto out2;
     }
+    s = set_keep(r, meth->keep == _LP_KEEP_SCORES, meth->keep == _LP_KEEP_LEAN);
+    if (s == LP_OK && o.layer) s = lp_run_capture(r, o.layer); /* layer methods read it after the first forward */
+    if (s != LP_OK) goto out2;
     /* Targets and scores at the inputs: a forward in batches. The last batch's
      * forward stays in the run, so a one-pass method on <= batch inputs reuses it. */
     int64_t bs = _lp_x_batch(&x);
@@ -178,5 +192,6 @@ out2:
     free(x.scores);
 out:
     free(host);
-    return s;
+    lp_status ks = set_keep(r, was_fo, was_lean); /* the caller's setting again */
+    return s != LP_OK ? s : ks;
 }

@@ -404,16 +404,16 @@ static lp_status m_gradient_shap(_lp_xctx *x, lp_tensor **attr) {
 }
 
 const _lp_method _lp_methods_grad[] = {
-    {"saliency", "|d target / d input| (Simonyan et al. 2013); pictures take the max over channels", m_saliency},
-    {"input_x_gradient", "input times gradient", m_input_x_gradient},
-    {"smoothgrad", "mean gradient over noisy copies (Smilkov et al. 2017)", m_smoothgrad},
-    {"smoothgrad_sq", "mean squared gradient over noisy copies", m_smoothgrad_sq},
-    {"vargrad", "variance of the gradient over noisy copies (Adebayo et al. 2018)", m_vargrad},
+    {"saliency", "|d target / d input| (Simonyan et al. 2013); pictures take the max over channels", m_saliency, _LP_KEEP_LEAN},
+    {"input_x_gradient", "input times gradient", m_input_x_gradient, _LP_KEEP_LEAN},
+    {"smoothgrad", "mean gradient over noisy copies (Smilkov et al. 2017)", m_smoothgrad, _LP_KEEP_LEAN},
+    {"smoothgrad_sq", "mean squared gradient over noisy copies", m_smoothgrad_sq, _LP_KEEP_LEAN},
+    {"vargrad", "variance of the gradient over noisy copies (Adebayo et al. 2018)", m_vargrad, _LP_KEEP_LEAN},
     {"integrated_gradients", "path integral of gradients from a baseline (Sundararajan et al. 2017)",
-     m_integrated_gradients},
-    {"gradient_shap", "expected gradients from random points between baseline and noisy input", m_gradient_shap},
+     m_integrated_gradients, _LP_KEEP_LEAN},
+    {"gradient_shap", "expected gradients from random points between baseline and noisy input", m_gradient_shap, _LP_KEEP_LEAN},
     {"guided_backprop", "ReLUs pass only positive gradients where the input was positive (Springenberg et al. 2014)",
-     m_guided_backprop},
-    {"deconvnet", "ReLUs pass the positive part of the gradient (Zeiler & Fergus 2014)", m_deconvnet},
-    {NULL, NULL, NULL},
+     m_guided_backprop, _LP_KEEP_ALL},
+    {"deconvnet", "ReLUs pass the positive part of the gradient (Zeiler & Fergus 2014)", m_deconvnet, _LP_KEEP_ALL},
+    {NULL, NULL, NULL, 0},
 };

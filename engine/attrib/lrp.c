@@ -499,7 +499,7 @@ lp_status _lp_m_deeplift(_lp_xctx *x, lp_tensor **attr);
 
 const _lp_method _lp_methods_lrp[] = {
     {"lrp", "layer-wise relevance propagation with zennit's composites (Bach et al. 2015; Montavon et al. 2019)",
-     m_lrp},
-    {"deeplift", "DeepLIFT rescale rule against a baseline, as Captum (Shrikumar et al. 2017)", _lp_m_deeplift},
-    {NULL, NULL, NULL},
+     m_lrp, _LP_KEEP_ALL},
+    {"deeplift", "DeepLIFT rescale rule against a baseline, as Captum (Shrikumar et al. 2017)", _lp_m_deeplift, _LP_KEEP_ALL},
+    {NULL, NULL, NULL, 0},
 };

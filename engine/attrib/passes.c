@@ -176,7 +176,7 @@ lp_status _lp_x_grads(_lp_xctx *x, const float *rows, int64_t b, const int64_t *
     /* The run may already hold the forward of exactly these rows: only rows of the
      * caller's input qualify (they never change; a scratch buffer may, at the same address). */
     int of_input = rows >= x->input && rows < x->input + x->n * x->per;
-    if (!(of_input && x->fwd_rows == rows && x->fwd_b == b && !scores))
+    if (!(of_input && x->fwd_rows == rows && x->fwd_b == b && !scores && lp_run_output(x->run)))
         LP_TRY(_lp_x_forward(x, rows, b, owner, scores));
     return _lp_x_backward(x, b, owner, rules, at, grad, act);
 }

@@ -337,8 +337,8 @@ static lp_status m_rise(_lp_xctx *x, lp_tensor **attr) {
 }
 
 const _lp_method _lp_methods_perturb[] = {
-    {"occlusion", "score drop when a sliding patch is replaced by the fill (Zeiler & Fergus 2014)", m_occlusion},
-    {"occlusion_random", "discrepancy map of random occluders for one unit (Zhou et al. 2014)", m_occlusion_random},
-    {"rise", "score-weighted sum of random upsampled binary masks (Petsiuk et al. 2018)", m_rise},
-    {NULL, NULL, NULL},
+    {"occlusion", "score drop when a sliding patch is replaced by the fill (Zeiler & Fergus 2014)", m_occlusion, _LP_KEEP_SCORES},
+    {"occlusion_random", "discrepancy map of random occluders for one unit (Zhou et al. 2014)", m_occlusion_random, _LP_KEEP_SCORES},
+    {"rise", "score-weighted sum of random upsampled binary masks (Petsiuk et al. 2018)", m_rise, _LP_KEEP_SCORES},
+    {NULL, NULL, NULL, 0},
 };

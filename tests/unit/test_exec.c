@@ -380,6 +380,116 @@ static void test_input_errors(void **state) {
     lp_model_free(m);
 }
 
+/* A lean run keeps what the input gradient reads (here the Relu's output) and the
+ * captured values: the same gradients bit for bit as a run that keeps everything,
+ * over batch changes and repeated backward passes, in less memory; the pre-activation
+ * (fused into the conv) and the flattened rows are not readable, and what would need
+ * them (rules, weight gradients, forward from a value) is refused by name. */
+static void test_lean(void **state) {
+    (void)state;
+    lp_model *m = build();
+    lp_run *full, *lean;
+    assert_int_equal(lp_run_new(m, LP_DEVICE_CPU, &full), LP_OK);
+    assert_int_equal(lp_run_new(m, LP_DEVICE_CPU, &lean), LP_OK);
+    assert_int_equal(lp_run_set_lean(lean, 1), LP_OK);
+    tu_rng g = {13};
+    for (int pass = 0; pass < 3; pass++) {
+        int64_t nb = pass == 1 ? 5 : 2, xs[4] = {nb, C, H, W}, ys[2] = {nb, F};
+        lp_tensor *x = rand_tensor(&g, 4, xs, 1.0f), *seed = rand_tensor(&g, 2, ys, 1.0f);
+        if (pass == 2) assert_int_equal(lp_run_capture(lean, "f"), LP_OK); /* a new plan keeps it */
+        assert_int_equal(lp_run_forward(full, x), LP_OK);
+        assert_int_equal(lp_run_forward(lean, x), LP_OK);
+        for (int b = 0; b < 2; b++) { /* a second backward over the same forward */
+            lp_backward_opts bo = {.seed = b ? NULL : seed, .of = b ? "r" : NULL};
+            assert_int_equal(lp_run_backward(full, &bo), LP_OK);
+            assert_int_equal(lp_run_backward(lean, &bo), LP_OK);
+            const lp_tensor *a = lp_run_grad(full, "x"), *l = lp_run_grad(lean, "x");
+            assert_non_null(l);
+            assert_memory_equal(a->data, l->data, a->nbytes);
+        }
+        assert_memory_equal(lp_run_output(full)->data, lp_run_output(lean)->data, lp_run_output(full)->nbytes);
+        assert_non_null(lp_run_value(lean, "r")); /* the Relu's gradient reads it */
+        assert_null(lp_run_value(lean, "c"));     /* fused away */
+        assert_null(lp_run_grad(lean, "c"));      /* in the arena */
+        if (pass == 2) {
+            assert_non_null(lp_run_value(lean, "f"));
+            assert_memory_equal(lp_run_value(full, "f")->data, lp_run_value(lean, "f")->data,
+                                lp_run_value(full, "f")->nbytes);
+        } else {
+            assert_null(lp_run_value(lean, "f"));
+        }
+        lp_run_speed sf, sl;
+        lp_run_speed_info(full, &sf);
+        lp_run_speed_info(lean, &sl);
+        assert_int_equal(sl.fused, 1);
+        assert_true(sl.held_bytes > 0 && sl.held_bytes < sf.held_bytes);
+        lp_tensor_free(x);
+        lp_tensor_free(seed);
+    }
+    lp_backward_opts wg = {.weight_grads = 1};
+    assert_int_equal(lp_run_backward(lean, &wg), LP_ERR_ARG);
+    assert_non_null(strstr(lp_last_error(), "lean"));
+    lp_backward_fn fns[256] = {0};
+    lp_rules rules = {fns, lp_op_count(), NULL};
+    lp_backward_opts ru = {.rules = &rules};
+    assert_int_equal(lp_run_backward(lean, &ru), LP_ERR_ARG);
+    assert_non_null(strstr(lp_last_error(), "rule table"));
+    int64_t rs[4] = {2, K, H, W};
+    lp_tensor *rv;
+    assert_int_equal(lp_tensor_new(&rv, LP_DEVICE_CPU, LP_F32, 4, rs), LP_OK);
+    assert_int_equal(_lp_run_forward_from(lean, "r", rv), LP_ERR_ARG);
+    lp_tensor_free(rv);
+    /* Off again: the next forward keeps everything. */
+    assert_int_equal(lp_run_set_lean(lean, 0), LP_OK);
+    assert_null(lp_run_output(lean)); /* the mode change drops the last forward */
+    int64_t xs[4] = {1, C, H, W};
+    lp_tensor *x = rand_tensor(&g, 4, xs, 1.0f);
+    assert_int_equal(lp_run_forward(lean, x), LP_OK);
+    assert_non_null(lp_run_value(lean, "c"));
+    lp_tensor_free(x);
+    lp_run_free(full);
+    lp_run_free(lean);
+    lp_model_free(m);
+}
+
+/* The arena planner: buffers alive at the same step never share bytes, every offset
+ * is aligned, and a chain (each buffer alive beside its neighbours only) needs no
+ * more than its two largest neighbouring pairs, far less than the sum. */
+static void test_mem_plan(void **state) {
+    (void)state;
+    enum { N = 200 };
+    tu_rng g = {17};
+    lp_plan_item it[N];
+    size_t sum = 0;
+    for (int i = 0; i < N; i++) {
+        int a = (int)tu_uniform(&g, 0, 50), len = (int)tu_uniform(&g, 0, 10);
+        it[i] = (lp_plan_item){(size_t)tu_uniform(&g, 1, 5000), a, a + len, 0};
+    }
+    size_t total;
+    assert_int_equal(lp_mem_plan(it, N, 256, &total), LP_OK);
+    for (int i = 0; i < N; i++) {
+        sum += it[i].bytes;
+        assert_int_equal(it[i].offset % 256, 0);
+        assert_true(it[i].bytes % 256 == 0 && it[i].offset + it[i].bytes <= total);
+        for (int j = 0; j < i; j++) {
+            int live = it[i].first <= it[j].last && it[j].first <= it[i].last;
+            int overlap = it[i].offset < it[j].offset + it[j].bytes && it[j].offset < it[i].offset + it[i].bytes;
+            assert_false(live && overlap);
+        }
+    }
+    assert_true(total < sum);
+    lp_plan_item chain[N];
+    size_t worst = 0;
+    for (int i = 0; i < N; i++) chain[i] = (lp_plan_item){(size_t)(256 * (1 + i % 7)), i, i + 1, 0};
+    for (int i = 0; i + 1 < N; i++)
+        if (chain[i].bytes + chain[i + 1].bytes > worst) worst = chain[i].bytes + chain[i + 1].bytes;
+    assert_int_equal(lp_mem_plan(chain, N, 256, &total), LP_OK);
+    printf("chain of %d: arena %zu bytes, widest neighbouring pair %zu\n", N, total, worst);
+    assert_true(total <= 2 * worst);
+    assert_int_equal(lp_mem_plan(chain, 0, 256, &total), LP_OK);
+    assert_int_equal(total, 0);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_forward_batch_and_capture),
@@ -389,6 +499,8 @@ int main(void) {
         cmocka_unit_test(test_backward_input_and_weights),
         cmocka_unit_test(test_rule_override),
         cmocka_unit_test(test_input_errors),
+        cmocka_unit_test(test_lean),
+        cmocka_unit_test(test_mem_plan),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
