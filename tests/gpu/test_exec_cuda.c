@@ -72,12 +72,15 @@ static void test_graphs(void **state) {
     (void)state;
     lp_model *m;
     assert_int_equal(lp_model_load(model_path, &m), LP_OK);
-    lp_run *cpu, *eager, *graphed;
+    lp_run *cpu, *eager, *graphed, *lean;
     assert_int_equal(lp_run_new(m, LP_DEVICE_CPU, &cpu), LP_OK);
     assert_int_equal(lp_run_new(m, LP_DEVICE_CUDA, &eager), LP_OK);
     assert_int_equal(lp_run_new(m, LP_DEVICE_CUDA, &graphed), LP_OK);
+    assert_int_equal(lp_run_new(m, LP_DEVICE_CUDA, &lean), LP_OK); /* arena-planned, fused: graphed alike */
     _lp_run_set_graphs(eager, 0);
     _lp_run_set_graphs(graphed, 1);
+    _lp_run_set_graphs(lean, 1);
+    assert_int_equal(lp_run_set_lean(lean, 1), LP_OK);
     tu_rng g = {2026};
     /* batch per pass: a new size (3) and back (8) each start over; pass 10 has new
      * weights. A key settles within two passes (a scratch slot may grow in the first
@@ -93,12 +96,20 @@ static void test_graphs(void **state) {
             m->weights_gen++;
         }
         run_len = p > 0 && batch[p] == batch[p - 1] && p != new_weights ? run_len + 1 : 0;
-        const int64_t before = replays(graphed);
+        const int64_t before = replays(graphed), lean_before = replays(lean);
         lp_tensor *x = host_rand(&g, batch[p]);
-        lp_tensor *yc, *dxc, *ye, *dxe, *yg, *dxg;
+        lp_tensor *yc, *dxc, *ye, *dxe, *yg, *dxg, *yl, *dxl;
         pass(cpu, x, &yc, &dxc);
         pass(eager, x, &ye, &dxe);
         pass(graphed, x, &yg, &dxg);
+        pass(lean, x, &yl, &dxl);
+        close_to("lean run's logits", p, yl, yc, 1e-5);
+        close_to("lean run's input gradient", p, dxl, dxc, 1e-5);
+        const int64_t lean_replayed = replays(lean) - lean_before;
+        if (run_len >= 3 && lean_replayed != 2)
+            fail_msg("pass %d: %lld of the lean run's 2 passes came from a graph", p, (long long)lean_replayed);
+        if (run_len == 0 && lean_replayed != 0) fail_msg("pass %d: the lean run replayed a stale graph", p);
+        lp_tensor_free(yl), lp_tensor_free(dxl);
         same_pass("logits", p, yg, ye);
         same_pass("input gradient", p, dxg, dxe);
         close_to("logits", p, yg, yc, 1e-5);
@@ -116,6 +127,7 @@ static void test_graphs(void **state) {
     lp_run_free(cpu);
     lp_run_free(eager);
     lp_run_free(graphed);
+    lp_run_free(lean);
     lp_model_free(m);
 }
 
@@ -131,7 +143,8 @@ static void test_fusion(void **state) {
     lp_run_speed_info(gpu, &sp);
     assert_int_equal(sp.fused, 2); /* conv1+relu1, conv2+relu2 */
     tu_rng g = {7};
-    for (int p = 0; p < 3; p++) {
+    for (int p = 0; p < 5; p++) {
+        const int64_t before = replays(gpu);
         lp_tensor *x = host_rand(&g, 16);
         assert_int_equal(lp_run_forward(cpu, x), LP_OK);
         assert_int_equal(lp_run_forward(gpu, x), LP_OK);
@@ -139,6 +152,8 @@ static void test_fusion(void **state) {
         close_to("forward-only fused logits", p, y, lp_run_output(cpu), 1e-5);
         assert_true(lp_model_find_value(m, "conv1") >= 0);
         assert_null(lp_run_value(gpu, "conv1")); /* the pre-activation: never stored */
+        /* Its activations sit in a planned arena, so the pass is a graph from the third on. */
+        if (p >= 2 && replays(gpu) - before != 1) fail_msg("forward-only pass %d did not replay its graph", p);
         lp_tensor_free(y);
         lp_tensor_free(x);
     }
