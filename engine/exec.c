@@ -1,5 +1,6 @@
-/* exec.c — the executor: one forward over a batch (every value kept, so methods can
- * read any activation and backward can reuse them), and backward from any value to
+/* exec.c — the executor: one forward over a batch (by default every value kept, so
+ * methods can read any activation and backward can reuse them; forward-only and lean
+ * runs keep less, in a planned arena), and backward from any value to
  * the input, intermediates and weights, with per-op rules taken from a table so that
  * modified backward passes (guided, deconvnet, LRP) reuse this code unchanged. */
 #include "internal.h"
@@ -231,8 +232,8 @@ static lp_status ensure_tensor(lp_run *r, int v, const lp_shape *s, lp_dtype dt)
     if (r->owned[v]) lp_tensor_free(t);
     r->val[v] = NULL;
     r->owned[v] = 0;
-    /* Forward-only runs allocate every activation on every pass: skip the fill, as
-     * every op's forward writes its whole output (_lp_run_forward_from relies on it too). */
+    /* Planned runs' tensors are remade whenever their plan is: skip the fill, as every
+     * op's forward writes its whole output (_lp_run_forward_from relies on it too). */
     if (planned(r) && dt == LP_F32) LP_TRY(_lp_tensor_new_uninit(&r->val[v], r->dev, dt, s));
     else LP_TRY(lp_tensor_new_shape(&r->val[v], r->dev, dt, s));
     r->owned[v] = 1;
