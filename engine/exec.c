@@ -34,6 +34,7 @@ struct lp_run {
     int64_t gen;       /* the model's weights_gen the device copies hold (-1: none yet) */
     int forward_only;  /* no backward: activations share one arena (below) */
     int lean;          /* backward passes are plain input gradients: only what they read is kept */
+    int lean_root;     /* lean: the value its gradients stop at (-1: the inputs) */
     int *fuse;         /* per node (forward_only, lean): the Relu node fused into this Conv, or -1 */
     char *fused;       /* per node: a Relu computed by its Conv (skipped) */
     int graphs;        /* CUDA graphs: -1 not decided yet, 0 off, 1 on */
@@ -77,6 +78,7 @@ lp_status lp_run_new(lp_model *m, lp_device dev, lp_run **out) {
     r->gen = -1;
     r->graphs = -1;
     r->aux_gen = -1;
+    r->lean_root = -1;
     r->val = lp_calloc(nv, sizeof *r->val);
     r->owned = lp_calloc(nv, 1);
     r->grad = lp_calloc(nv, sizeof *r->grad);
@@ -168,7 +170,8 @@ static lp_status plan_fusion(lp_run *r) {
  * to keep is stored as computed. */
 static int fusion_partner(const lp_run *r, int i) {
     int j = r->fuse[i];
-    if (j < 0 || r->capture_all || r->capture[r->m->nodes[i].out[0]]) return -1;
+    const int v = r->m->nodes[i].out[0];
+    if (j < 0 || r->capture_all || r->capture[v] || v == r->lean_root) return -1;
     return j;
 }
 
@@ -193,18 +196,28 @@ static void drop_plan(lp_run *r) {
     r->has_forward = 0;
 }
 
-static lp_status set_mode(lp_run *r, int forward_only, int lean) {
-    if (forward_only == r->forward_only && lean == r->lean) return LP_OK;
+static lp_status set_mode(lp_run *r, int forward_only, int lean, int root) {
+    if (!lean) root = -1;
+    if (forward_only == r->forward_only && lean == r->lean && root == r->lean_root) return LP_OK;
     if ((forward_only || lean) && !r->fuse) LP_TRY(plan_fusion(r));
     drop_plan(r); /* what the old mode kept is not what the new one needs */
     r->forward_only = forward_only;
     r->lean = lean;
+    r->lean_root = root;
     return LP_OK;
 }
 
-lp_status lp_run_set_forward_only(lp_run *r, int on) { return set_mode(r, on, on ? 0 : r->lean); }
+lp_status lp_run_set_forward_only(lp_run *r, int on) { return set_mode(r, on, on ? 0 : r->lean, r->lean_root); }
 
-lp_status lp_run_set_lean(lp_run *r, int on) { return set_mode(r, on ? 0 : r->forward_only, on); }
+lp_status lp_run_set_lean(lp_run *r, int on) { return set_mode(r, on ? 0 : r->forward_only, on, -1); }
+
+lp_status lp_run_set_lean_at(lp_run *r, const char *stop_at) {
+    int id = -1;
+    if (stop_at) LP_TRY(value_id(r, stop_at, &id));
+    if (id >= 0 && (r->m->values[id].dtype != LP_F32 || r->m->values[id].init))
+        return lp_fail(LP_ERR_ARG, "lean run stopping at '%s': a constant or integer value, not an activation", stop_at);
+    return set_mode(r, 0, 1, id);
+}
 
 lp_status lp_run_capture(lp_run *r, const char *name) {
     if (!strcmp(name, "*")) {
@@ -283,11 +296,12 @@ static lp_status bind_constants(lp_run *r) {
     return derive_constants(r);
 }
 
-/* Which values carry a gradient: those that depend on the input (or, with weight
- * gradients, on a weight). */
-static void grad_required(const lp_model *m, int weight_grads, char *req) {
+/* Which values carry a gradient: those that depend on the input, or on `root` alone
+ * when root >= 0 (a backward that stops there), or with weight gradients on a weight. */
+static void grad_required(const lp_model *m, int weight_grads, int root, char *req) {
     memset(req, 0, (size_t)m->n_values + 1);
-    for (int i = 0; i < m->n_inputs; i++) req[m->inputs[i]] = 1;
+    for (int i = 0; root < 0 && i < m->n_inputs; i++) req[m->inputs[i]] = 1;
+    if (root >= 0) req[root] = 1;
     if (weight_grads)
         for (int v = 0; v < m->n_values; v++)
             if (m->values[v].is_param) req[v] = 1;
@@ -296,7 +310,8 @@ static void grad_required(const lp_model *m, int weight_grads, char *req) {
         int any = 0;
         for (int k = 0; k < n->n_in; k++)
             if (n->in[k] >= 0 && req[n->in[k]] && m->values[n->in[k]].dtype == LP_F32) any = 1;
-        for (int k = 0; k < n->n_out; k++) req[n->out[k]] = any && m->values[n->out[k]].dtype == LP_F32;
+        for (int k = 0; k < n->n_out; k++)
+            req[n->out[k]] = (any || n->out[k] == root) && m->values[n->out[k]].dtype == LP_F32;
     }
 }
 
@@ -308,6 +323,7 @@ static void plan_keep(const lp_run *r, const char *req, char *keep) {
         keep[v] = r->capture[v] || m->values[v].dtype != LP_F32 || m->values[v].init != NULL;
     for (int i = 0; i < m->n_inputs; i++) keep[m->inputs[i]] = 1;
     for (int k = 0; k < m->n_outputs; k++) keep[m->outputs[k]] = 1;
+    if (r->lean_root >= 0) keep[r->lean_root] = 1; /* where its gradients stop: what they are for */
     for (int i = 0; req && i < m->n_nodes; i++) {
         const lp_node *n = &m->nodes[i];
         char din[LP_MAX_IO] = {0}, rd[LP_MAX_IO];
@@ -342,7 +358,7 @@ static lp_status ensure_plan(lp_run *r) {
         s = LP_ERR_OOM;
         goto out;
     }
-    if (req) grad_required(m, 0, req);
+    if (req) grad_required(m, 0, r->lean_root, req);
     plan_keep(r, req, keep);
     for (int v = 0; v < nv; v++) first[v] = last[v] = gfirst[v] = -1;
     for (int i = 0; i < T; i++) {
@@ -371,7 +387,7 @@ static lp_status ensure_plan(lp_run *r) {
     }
     for (int v = 0; req && v < nv; v++) {
         /* gradients the caller cannot ask for: of values neither captured nor outputs */
-        if (!req[v] || r->capture_all || r->capture[v] || m->values[v].producer < 0) continue;
+        if (!req[v] || r->capture_all || r->capture[v] || v == r->lean_root || m->values[v].producer < 0) continue;
         int is_out = 0;
         for (int k = 0; k < m->n_outputs; k++) is_out |= m->outputs[k] == v;
         const int64_t bytes = lp_shape_numel(&r->shapes[v]) * (int64_t)sizeof(float);
@@ -434,7 +450,7 @@ static lp_status pass_key(lp_run *r, int phase, int of, int wgrads) {
     k[o++] = lp_cuda_scratch_epoch();
     k[o++] = (uint64_t)m->weights_gen;   /* ops read scalar constants on the host */
     k[o++] = (uint64_t)(int64_t)of;
-    k[o++] = (uint64_t)wgrads;
+    k[o++] = (uint64_t)wgrads; /* backward: weight gradients and where it stops */
     for (int v = 0; v < m->n_values; v++) {
         k[o++] = r->val[v] ? (uint64_t)(uintptr_t)r->val[v]->data : 0;
         k[o++] = phase && r->grad[v] ? (uint64_t)(uintptr_t)r->grad[v]->data : 0;
@@ -585,16 +601,10 @@ lp_status lp_run_forward(lp_run *r, const lp_tensor *input) {
         return lp_fail(LP_ERR_SHAPE, "input is %s but the model '%s' expects %s (batch may differ)",
                        lp_shape_fmt(&is, a, sizeof a), m->path ? m->path : "model", lp_shape_fmt(decl, b, sizeof b));
     LP_TRY(bind_constants(r));
-    /* Shapes for this batch. */
-    for (int v = 0; v < m->n_values; v++)
-        if (!m->values[v].init) r->shapes[v] = m->values[v].shape;
-    r->shapes[in_id] = is;
-    for (int i = 0; i < m->n_nodes; i++) {
-        lp_status s = lp_node_infer(m, &m->nodes[i], r->shapes);
-        if (s != LP_OK)
-            return lp_fail_prefix(s, "input %s (model declares %s)", lp_shape_fmt(&is, a, sizeof a),
-                                  lp_shape_fmt(decl, b, sizeof b));
-    }
+    lp_status s = _lp_model_shapes_for(m, &is, r->shapes); /* shapes for this batch */
+    if (s != LP_OK)
+        return lp_fail_prefix(s, "input %s (model declares %s)", lp_shape_fmt(&is, a, sizeof a),
+                              lp_shape_fmt(decl, b, sizeof b));
     if (planned(r)) LP_TRY(ensure_plan(r));
     LP_TRY(ensure_tensor(r, in_id, &is, LP_F32));
     if (input->device == r->dev)
@@ -615,9 +625,10 @@ lp_status lp_run_forward(lp_run *r, const lp_tensor *input) {
 
 lp_model *_lp_run_model(const lp_run *r) { return r->m; }
 
-void _lp_run_keep(const lp_run *r, int *forward_only, int *lean) {
+void _lp_run_keep(const lp_run *r, int *forward_only, int *lean, const char **lean_at) {
     *forward_only = r->forward_only;
     *lean = r->lean;
+    *lean_at = r->lean_root >= 0 ? r->m->values[r->lean_root].name : NULL;
 }
 
 
@@ -775,6 +786,22 @@ static lp_status backward_nodes(lp_run *r, void *arg) {
     return LP_OK;
 }
 
+/* A lean run that stops at a value kept only what the backward from there reads: a
+ * backward needing a gradient below it would read activations that are gone. */
+static lp_status lean_covers(const lp_run *r, const char *req) {
+    const lp_model *m = r->m;
+    char *plan = lp_calloc((size_t)m->n_values + 1, 1);
+    if (!plan) return LP_ERR_OOM;
+    grad_required(m, 0, r->lean_root, plan);
+    int v = 0;
+    while (v < m->n_values && (!req[v] || plan[v])) v++;
+    free(plan);
+    if (v == m->n_values) return LP_OK;
+    const char *root = m->values[r->lean_root].name;
+    return lp_fail(LP_ERR_ARG, "backward needs the gradient of '%s', but this lean run keeps only what gradients down to "
+                   "'%s' read (stop at '%s' or a value after it)", m->values[v].name, root, root);
+}
+
 lp_status lp_run_backward(lp_run *r, const lp_backward_opts *opts) {
     lp_model *m = r->m;
     lp_backward_opts dflt = {0};
@@ -784,16 +811,22 @@ lp_status lp_run_backward(lp_run *r, const lp_backward_opts *opts) {
     if (r->lean && (opts->rules || opts->weight_grads))
         return lp_fail(LP_ERR_ARG, "backward with %s: this run is lean (it keeps only what the plain input gradient reads)",
                        opts->rules ? "a rule table" : "weight gradients");
-    int of = m->n_outputs ? m->outputs[0] : -1;
+    int of = m->n_outputs ? m->outputs[0] : -1, stop = -1;
     if (opts->of) LP_TRY(value_id(r, opts->of, &of));
+    if (opts->stop_at) {
+        LP_TRY(value_id(r, opts->stop_at, &stop));
+        if (opts->weight_grads)
+            return lp_fail(LP_ERR_ARG, "backward stopping at '%s' cannot also take weight gradients", opts->stop_at);
+    }
     if (of < 0) return lp_fail(LP_ERR_ARG, "the model has no output to differentiate");
     if (m->values[of].dtype != LP_F32) return lp_fail(LP_ERR_ARG, "value '%s' is not a float tensor", m->values[of].name);
 
     size_t nv = (size_t)m->n_values;
     char *req = lp_calloc(nv + 1, 1);
     if (!req) return LP_ERR_OOM;
-    grad_required(m, opts->weight_grads, req);
+    grad_required(m, opts->weight_grads, stop, req);
     lp_status s = LP_OK;
+    if (r->lean && r->lean_root >= 0 && (s = lean_covers(r, req)) != LP_OK) goto out;
     memset(r->grad_live, 0, nv); /* gradients of an earlier backward would mislead */
     s = ensure_grad(r, of);
     if (s != LP_OK) goto out;
@@ -820,7 +853,7 @@ lp_status lp_run_backward(lp_run *r, const lp_backward_opts *opts) {
     backward_arg ba = {opts, req, of};
     /* Rules may carry host state the kernels are launched with: only the plain
      * gradient is graphed. */
-    s = run_pass(r, 1, graphs_on(r) && !opts->rules, of, opts->weight_grads, backward_nodes, &ba);
+    s = run_pass(r, 1, graphs_on(r) && !opts->rules, of, opts->weight_grads | (stop + 1) << 1, backward_nodes, &ba);
 out:
     free(req);
     return s;

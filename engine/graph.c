@@ -326,6 +326,14 @@ lp_status lp_node_infer(const lp_model *m, const lp_node *n, lp_shape *shapes) {
     return LP_OK;
 }
 
+/* Every value's shape when the model's first input is `input` (a batch of any size). */
+lp_status _lp_model_shapes_for(const lp_model *m, const lp_shape *input, lp_shape *shapes) {
+    for (int v = 0; v < m->n_values; v++) shapes[v] = m->values[v].shape;
+    if (m->n_inputs) shapes[m->inputs[0]] = *input;
+    for (int i = 0; i < m->n_nodes; i++) LP_TRY(lp_node_infer(m, &m->nodes[i], shapes));
+    return LP_OK;
+}
+
 lp_status lp_model_finalize(lp_model *m) {
     char ctx[512];
     for (int v = 0; v < m->n_values; v++) m->values[v].producer = -1;

@@ -149,6 +149,8 @@ lp_status lp_model_finalize(lp_model *m);
 lp_dtype lp_node_out_dtype(const lp_model *m, const lp_node *n);
 /* Infer one node's output shapes from shapes[] (indexed by value id) into shapes[]. */
 lp_status lp_node_infer(const lp_model *m, const lp_node *n, lp_shape *shapes);
+/* Every value's shape (n_values entries) when the first input has shape `input`. */
+lp_status _lp_model_shapes_for(const lp_model *m, const lp_shape *input, lp_shape *shapes);
 /* Constant folding (any node whose inputs are all constant, incl. Shape of a
  * statically shaped value) and BatchNormalization folding into Conv. */
 lp_status lp_model_fold(lp_model *m);
@@ -235,8 +237,9 @@ struct lp_rules {
 
 /* The model a run executes (for the attribution methods). */
 lp_model *_lp_run_model(const lp_run *r);
-/* What the run keeps: its lp_run_set_forward_only and lp_run_set_lean settings. */
-void _lp_run_keep(const lp_run *r, int *forward_only, int *lean);
+/* What the run keeps: its lp_run_set_forward_only and lp_run_set_lean(_at) settings
+ * (*lean_at: the value a lean run's gradients stop at, NULL for the inputs). */
+void _lp_run_keep(const lp_run *r, int *forward_only, int *lean, const char **lean_at);
 /* CUDA graphs for this run on or off (default: on for CUDA unless LOUPE_CUDA_GRAPHS=0). */
 void _lp_run_set_graphs(lp_run *r, int on);
 /* After a forward: overwrite activation `name` with `value` (its shape and dtype in

@@ -144,6 +144,11 @@ lp_status lp_run_set_forward_only(lp_run *r, int on);
  * the forward's transients. Backward with a rule table or weight gradients is then
  * refused; lp_run_value and lp_run_grad give NULL for what was not kept. Off by default. */
 lp_status lp_run_set_lean(lp_run *r, int on);
+/* A lean run whose gradients stop at value `stop_at` (Grad-CAM's layer; NULL: the
+ * inputs, as lp_run_set_lean(r, 1)): it also drops what only the backward below that
+ * value would read. Its backward passes must then stop there too (lp_backward_opts
+ * .stop_at, or a value after it); the value itself and its gradient are kept. */
+lp_status lp_run_set_lean_at(lp_run *r, const char *stop_at);
 /* What the executor's speed paths did in this run: Conv+Relu pairs computed as one
  * pass (forward-only runs), and passes replayed from a CUDA graph (CUDA runs). */
 typedef struct lp_run_speed {
@@ -166,6 +171,8 @@ typedef struct lp_backward_opts {
     const lp_tensor *seed;   /* d(objective)/d(of), same shape as `of`; NULL: ones */
     int weight_grads;        /* also compute gradients of every float initializer */
     const lp_rules *rules;   /* NULL: the true gradient */
+    const char *stop_at;     /* only down to this value (NULL: to the input): the nodes
+                              * it does not feed never run; not with weight_grads */
 } lp_backward_opts;
 
 /* Backward from `opts->of` to the input (and captured values, and weights on

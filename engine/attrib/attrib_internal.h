@@ -27,8 +27,9 @@ typedef struct _lp_xctx {
 typedef lp_status (*_lp_method_fn)(_lp_xctx *x, lp_tensor **attr);
 
 /* What a method's passes read of the run, so lp_explain keeps no more: every value
- * (rule tables, CAM's layers), the plain input gradient's needs (a lean run), or the
- * target scores alone (a forward-only run). */
+ * (rule tables, Ablation-CAM's re-run tail), the plain gradient's needs (a lean run,
+ * stopping at opts->layer when there is one: the CAM layer, a layer attribution), or
+ * the target scores and opts->layer alone (a forward-only run). */
 enum { _LP_KEEP_ALL = 0, _LP_KEEP_LEAN, _LP_KEEP_SCORES };
 
 typedef struct _lp_method {
@@ -83,6 +84,9 @@ void _lp_rules_set(lp_rules *r, const char *type, lp_backward_fn fn);
  * naming a few spatial layers. */
 int _lp_cam_method(const char *method);
 lp_status _lp_cam_layer_missing(const lp_model *m, const char *name);
+/* cam.c: the CAM layer for this call (opts->layer, else the last spatial value the
+ * target depends on), from `shapes` (every value's, for this input). */
+lp_status _lp_cam_layer(const _lp_xctx *x, const lp_shape *shapes, const char **layer);
 
 /* Guided backprop's (deconvnet: 1) ReLU rule table (grad_methods.c); free with _lp_rules_free. */
 lp_status _lp_guided_rules(lp_rules *r, int deconvnet);

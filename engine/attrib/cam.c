@@ -71,22 +71,21 @@ static char *target_deps(const lp_model *m, int target) {
     return need;
 }
 
-/* A value's shape: the run's after a forward (r may be NULL: the static one). */
-static lp_shape value_shape(const lp_model *m, const lp_run *r, int v) {
-    const lp_tensor *t = r ? lp_run_value(r, m->values[v].name) : NULL;
-    return t ? lp_tensor_shape(t) : m->values[v].shape;
+/* A value's shape for this call's input (shapes NULL: the static one). */
+static lp_shape value_shape(const lp_model *m, const lp_shape *shapes, int v) {
+    return shapes ? shapes[v] : m->values[v].shape;
 }
 
 static int is_spatial(const lp_shape *s) { return s->ndim == 4 && s->d[2] * s->d[3] != 1; }
 
 /* "a, b, c": the last few spatial node outputs (the usual CAM layers), for messages. */
-static const char *spatial_names(const lp_model *m, const lp_run *r, char *buf, size_t len) {
+static const char *spatial_names(const lp_model *m, const lp_shape *shapes, char *buf, size_t len) {
     size_t used = 0;
     int found = 0;
     buf[0] = 0;
     for (int i = m->n_nodes - 1; i >= 0 && found < 4; i--) {
         int v = m->nodes[i].out[0];
-        lp_shape s = value_shape(m, r, v);
+        lp_shape s = value_shape(m, shapes, v);
         if (!is_spatial(&s) || m->values[v].dtype != LP_F32) continue;
         int k = snprintf(buf + used, len - used, "%s'%s'", found ? ", " : "", m->values[v].name);
         if (k < 0 || (size_t)k >= len - used) break;
@@ -109,10 +108,11 @@ int _lp_cam_method(const char *method) {
     return 0;
 }
 
-static lp_status pick_layer(_lp_xctx *x, cam_layer *L) {
+/* The layer (before any pass, from the shapes this input gives every value, so that
+ * the run can keep it and, for gradient CAMs, stop its backward there). */
+lp_status _lp_cam_layer(const _lp_xctx *x, const lp_shape *shapes, const char **layer) {
     const lp_model *m = x->m;
     char list[1024], a[96];
-    memset(L, 0, sizeof *L);
     if (x->ndim != 4) return lp_fail(LP_ERR_SHAPE, "%s needs an image input (N x C x H x W)", x->o->method);
     const char *name = x->o->layer;
     if (!name) {
@@ -121,7 +121,7 @@ static lp_status pick_layer(_lp_xctx *x, cam_layer *L) {
         if (!need) return target < 0 ? lp_fail(LP_ERR_INTERNAL, "target value missing") : LP_ERR_OOM;
         for (int i = m->values[target].producer - 1; i >= 0 && !name; i--) {
             int v = m->nodes[i].out[0];
-            lp_shape s = value_shape(m, x->run, v);
+            lp_shape s = value_shape(m, shapes, v);
             if (need[v] && is_spatial(&s) && m->values[v].dtype == LP_F32) name = m->values[v].name;
         }
         free(need);
@@ -129,13 +129,23 @@ static lp_status pick_layer(_lp_xctx *x, cam_layer *L) {
             return lp_fail(LP_ERR_ARG, "%s: no spatial (N x C x H x W) layer before the target '%s'; give one with --layer",
                            m->path ? m->path : "model", _lp_x_target_value(x));
     }
-    const lp_tensor *t = lp_run_value(x->run, name);
-    if (!t) return lp_fail(LP_ERR_INTERNAL, "layer '%s' missing after the forward", name);
-    lp_shape s = lp_tensor_shape(t);
-    if (s.ndim != 4 || t->dtype != LP_F32)
+    int v = lp_model_find_value(m, name);
+    if (v < 0) return _lp_cam_layer_missing(m, name);
+    lp_shape s = value_shape(m, shapes, v);
+    if (s.ndim != 4 || m->values[v].dtype != LP_F32)
         return lp_fail(LP_ERR_ARG, "layer '%s' is %s, not a spatial map (N x C x H x W); CAM layers near the output: %s",
-                       name, lp_shape_fmt(&s, a, sizeof a), spatial_names(m, x->run, list, sizeof list));
-    L->name = name;
+                       name, lp_shape_fmt(&s, a, sizeof a), spatial_names(m, shapes, list, sizeof list));
+    *layer = name;
+    return LP_OK;
+}
+
+/* The layer lp_explain chose (_lp_cam_layer) and kept, as this run's forward made it. */
+static lp_status pick_layer(_lp_xctx *x, cam_layer *L) {
+    memset(L, 0, sizeof *L);
+    const lp_tensor *t = x->o->layer ? lp_run_value(x->run, x->o->layer) : NULL;
+    if (!t) return lp_fail(LP_ERR_INTERNAL, "CAM layer '%s' missing after the forward", x->o->layer ? x->o->layer : "?");
+    lp_shape s = lp_tensor_shape(t);
+    L->name = x->o->layer;
     L->c = s.d[1];
     L->h = s.d[2];
     L->w = s.d[3];
@@ -668,16 +678,16 @@ static lp_status m_guided_gradcam(_lp_xctx *x, lp_tensor **attr) {
 
 const _lp_method _lp_methods_cam[] = {
     {"cam", "the classifier's class weights over the last feature map (Zhou et al. 2016); GAP -> linear models",
-     m_cam, _LP_KEEP_ALL},
-    {"gradcam", "feature map weighted by mean gradients, ReLU (Selvaraju et al. 2017)", m_gradcam, _LP_KEEP_ALL},
-    {"gradcam_pp", "Grad-CAM++: positive gradients weighted per position (Chattopadhay et al. 2018)", m_gradcam_pp, _LP_KEEP_ALL},
-    {"xgradcam", "weights sum(gradient x activation) / sum(activation) (Fu et al. 2020)", m_xgradcam, _LP_KEEP_ALL},
-    {"layercam", "activation times positive gradient at each position (Jiang et al. 2021)", m_layercam, _LP_KEEP_ALL},
+     m_cam, _LP_KEEP_SCORES},
+    {"gradcam", "feature map weighted by mean gradients, ReLU (Selvaraju et al. 2017)", m_gradcam, _LP_KEEP_LEAN},
+    {"gradcam_pp", "Grad-CAM++: positive gradients weighted per position (Chattopadhay et al. 2018)", m_gradcam_pp, _LP_KEEP_LEAN},
+    {"xgradcam", "weights sum(gradient x activation) / sum(activation) (Fu et al. 2020)", m_xgradcam, _LP_KEEP_LEAN},
+    {"layercam", "activation times positive gradient at each position (Jiang et al. 2021)", m_layercam, _LP_KEEP_LEAN},
     {"scorecam", "softmax of the scores of the input masked by each channel (Wang et al. 2020); one forward per channel",
-     m_scorecam, _LP_KEEP_ALL},
+     m_scorecam, _LP_KEEP_SCORES},
     {"ablationcam", "relative score drop when each channel is zeroed (Desai & Ramaswamy 2020); one tail pass per channel",
      m_ablationcam, _LP_KEEP_ALL},
-    {"eigencam", "first principal component of the feature map (Muhammad & Yeasin 2020); no target", m_eigencam, _LP_KEEP_ALL},
+    {"eigencam", "first principal component of the feature map (Muhammad & Yeasin 2020); no target", m_eigencam, _LP_KEEP_SCORES},
     {"guided_gradcam", "guided backprop times the upsampled Grad-CAM (Selvaraju et al. 2017)", m_guided_gradcam, _LP_KEEP_ALL},
     {NULL, NULL, NULL, 0},
 };

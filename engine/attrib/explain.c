@@ -104,11 +104,33 @@ static lp_status check_layers(lp_model *m, lp_explain_opts *o) {
     return resolve_layer(m, &t->layer);
 }
 
-static lp_status set_keep(lp_run *r, int forward_only, int lean) {
-    if (lean) return lp_run_set_lean(r, 1);
+static lp_status set_keep(lp_run *r, int forward_only, int lean, const char *lean_at) {
+    if (lean) return lp_run_set_lean_at(r, lean_at);
     if (forward_only) return lp_run_set_forward_only(r, 1);
     LP_TRY(lp_run_set_forward_only(r, 0));
     return lp_run_set_lean(r, 0);
+}
+
+/* CAM methods choose their layer before the first pass, from the shapes this input
+ * gives every value, so that the run keeps it from the start. */
+static lp_status cam_layer(const _lp_xctx *x, const lp_tensor *input, const char **layer) {
+    const lp_model *m = x->m;
+    lp_shape is = lp_tensor_shape(input), *shapes = NULL;
+    const lp_shape *decl = m->n_inputs ? &m->values[m->inputs[0]].shape : NULL;
+    if (x->ndim == 4 && decl && decl->ndim == 4 && decl->d[1] == is.d[1]) {
+        if (!(shapes = lp_malloc((size_t)m->n_values * sizeof *shapes))) return LP_ERR_OOM;
+        lp_status s = _lp_model_shapes_for(m, &is, shapes);
+        if (s != LP_OK) {
+            char a[96], b[96];
+            free(shapes);
+            return lp_fail_prefix(s, "input %s (model declares %s)", lp_shape_fmt(&is, a, sizeof a),
+                                  lp_shape_fmt(decl, b, sizeof b));
+        }
+    }
+    /* (an input the model cannot take: static shapes here, the forward says why) */
+    lp_status s = _lp_cam_layer(x, shapes, layer);
+    free(shapes);
+    return s;
 }
 
 lp_status lp_explain(lp_run *r, const lp_tensor *input, const lp_explain_opts *opts, lp_tensor **attr,
@@ -126,7 +148,8 @@ lp_status lp_explain(lp_run *r, const lp_tensor *input, const lp_explain_opts *o
 
     /* The run keeps what this method reads, and goes back to its caller's setting after. */
     int was_fo, was_lean;
-    _lp_run_keep(r, &was_fo, &was_lean);
+    const char *was_at;
+    _lp_run_keep(r, &was_fo, &was_lean, &was_at);
 
     _lp_xctx x = {0};
     x.run = r;
@@ -142,6 +165,7 @@ lp_status lp_explain(lp_run *r, const lp_tensor *input, const lp_explain_opts *o
         x.w = (int)input->shape[3];
     }
     lp_status s = check_layers(x.m, &o);
+    if (s == LP_OK && _lp_cam_method(o.method)) s = cam_layer(&x, input, &o.layer);
     if (s != LP_OK) return s;
 
     float *host = NULL;
@@ -161,7 +185,7 @@ lp_status lp_explain(lp_run *r, const lp_tensor *input, const lp_explain_opts *o
         s = LP_ERR_OOM;
         goto out2;
     }
-    s = set_keep(r, meth->keep == _LP_KEEP_SCORES, meth->keep == _LP_KEEP_LEAN);
+    s = set_keep(r, meth->keep == _LP_KEEP_SCORES, meth->keep == _LP_KEEP_LEAN, o.layer);
     if (s == LP_OK && o.layer) s = lp_run_capture(r, o.layer); /* layer methods read it after the first forward */
     if (s != LP_OK) goto out2;
     /* Targets and scores at the inputs: a forward in batches. The last batch's
@@ -192,6 +216,6 @@ out2:
     free(x.scores);
 out:
     free(host);
-    lp_status ks = set_keep(r, was_fo, was_lean); /* the caller's setting again */
+    lp_status ks = set_keep(r, was_fo, was_lean, was_at); /* the caller's setting again */
     return s != LP_OK ? s : ks;
 }

@@ -147,7 +147,7 @@ lp_status _lp_x_backward(_lp_xctx *x, int64_t b, const int64_t *owner, const lp_
         for (int64_t k = 0; s == LP_OK && k < cnt; k++) sd[i * per + off + k] = 1.0f / (float)cnt;
     }
     if (s == LP_OK) {
-        lp_backward_opts bo = {tv, seed, 0, rules};
+        lp_backward_opts bo = {tv, seed, 0, rules, at}; /* below `at` nothing is read */
         s = lp_run_backward(x->run, &bo);
     }
     lp_tensor_free(seed);

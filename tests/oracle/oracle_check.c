@@ -186,6 +186,19 @@ static int check_acts(check_stats *st, const char *model, const char *dir, const
 /* The design's forward bounds per precision (rel L2); input gradients 3x these. */
 static const double PREC_BOUND[3] = {1e-4, 1e-2, 3e-2};
 
+/* The last value in topological order that is N x C x H x W with H x W > 1: the
+ * layer CAM methods pick for a classifier (r captured everything). */
+static const char *last_spatial(const lp_model *m, const lp_run *r) {
+    for (int i = lp_model_num_nodes(m) - 1; i >= 0; i--) {
+        lp_node_info ni;
+        if (lp_model_node_info(m, i, &ni) != LP_OK) return NULL;
+        const char *name = ni.output;
+        const lp_tensor *t = lp_run_value(r, name);
+        if (t && t->dtype == LP_F32 && t->ndim == 4 && t->shape[2] * t->shape[3] > 1 && lp_run_grad(r, name)) return name;
+    }
+    return NULL;
+}
+
 static int fail_run(const char *what) {
     fprintf(stderr, "oracle_check: %s: %s\n", what, lp_last_error());
     return 2;
@@ -314,6 +327,35 @@ int main(int argc, char **argv) {
         printf("%-14s %-60s %s\n", model, "lean run: input gradient identical to the keep-all run's",
                same ? "PASS" : "FAIL");
     }
+    /* Grad-CAM's run: lean, its gradients stopping at the last spatial layer (the CAM
+     * layer); the gradient there as the keep-all run's (bit for bit on the CPU). */
+    const char *layer = last_spatial(m, r);
+    lp_run *cam = NULL;
+    lp_run_speed cam_sp = {0};
+    if (layer) {
+        lp_backward_opts cbo = bo;
+        cbo.stop_at = layer;
+        if (lp_run_new(m, dev, &cam) != LP_OK || lp_run_set_precision(cam, prec) != LP_OK ||
+            lp_run_set_lean_at(cam, layer) != LP_OK || lp_run_forward(cam, x) != LP_OK ||
+            lp_run_backward(cam, &cbo) != LP_OK)
+            return fail_run("stop-at run");
+        lp_tensor *fg = NULL;
+        if (lp_tensor_clone(&fg, lp_run_grad(r, layer), LP_DEVICE_CPU) != LP_OK) return fail_run("keep-all layer gradient");
+        const lp_tensor *cg = lp_run_grad(cam, layer);
+        if (dev == LP_DEVICE_CPU && prec == LP_PREC_FP32) {
+            int same = cg && cg->nbytes == fg->nbytes && !memcmp(cg->data, fg->data, fg->nbytes);
+            st.checks++, st.failures += !same;
+            printf("%-14s %-60s %s\n", model, "stop-at run: layer gradient identical to the keep-all run's",
+                   same ? "PASS" : "FAIL");
+        } else {
+            compare(&st, model, "stop-at run: layer gradient vs the keep-all run's", cg, fg, tol_act_grads, 1);
+        }
+        lp_tensor_free(fg);
+        lp_run_speed_info(cam, &cam_sp);
+        int gone = lp_run_grad(cam, lp_model_input_name(m)) == NULL;
+        st.checks++, st.failures += !gone;
+        printf("%-14s %-60s %s\n", model, "stop-at run: no input gradient computed", gone ? "PASS" : "FAIL");
+    }
     if (lp_run_new(m, dev, &fwd) != LP_OK || lp_run_set_precision(fwd, prec) != LP_OK ||
         lp_run_set_forward_only(fwd, 1) != LP_OK || lp_run_forward(fwd, x) != LP_OK)
         return fail_run("forward-only run");
@@ -332,7 +374,18 @@ int main(int argc, char **argv) {
         printf("%-14s the lean run holds no less than the keep-all run FAIL\n", model);
         st.failures++;
     }
+    if (layer) {
+        printf("%-14s stop-at run (gradients down to '%s' only): %.1f MiB held (%.2fx less than keep-all)\n", model,
+               layer, cam_sp.held_bytes / 1048576.0,
+               (double)full_sp.held_bytes / (double)(cam_sp.held_bytes ? cam_sp.held_bytes : 1));
+        st.checks++;
+        if (cam_sp.held_bytes > lean_sp.held_bytes) {
+            printf("%-14s the stop-at run holds more than the lean run FAIL\n", model);
+            st.failures++;
+        }
+    }
     lp_run_free(lean);
+    lp_run_free(cam);
     lp_run_free(fwd);
 
     printf("%-14s %d checks, %d failed: %s\n", model, st.checks, st.failures,

@@ -452,6 +452,78 @@ static void test_lean(void **state) {
     lp_model_free(m);
 }
 
+/* Backward that stops at a value (Grad-CAM's layer): the same gradient there as a
+ * full backward, nothing below it computed; a lean run stopping there keeps less than
+ * a plain lean run and refuses a backward that would go further. */
+static void test_stop_at(void **state) {
+    (void)state;
+    lp_model *m = build();
+    lp_run *full, *lean, *at;
+    assert_int_equal(lp_run_new(m, LP_DEVICE_CPU, &full), LP_OK);
+    assert_int_equal(lp_run_new(m, LP_DEVICE_CPU, &lean), LP_OK);
+    assert_int_equal(lp_run_new(m, LP_DEVICE_CPU, &at), LP_OK);
+    assert_int_equal(lp_run_capture(full, "r"), LP_OK);
+    assert_int_equal(lp_run_capture(lean, "r"), LP_OK);
+    assert_int_equal(lp_run_set_lean(lean, 1), LP_OK);
+    assert_int_equal(lp_run_set_lean_at(at, "r"), LP_OK);
+    int fo, ln;
+    const char *where;
+    _lp_run_keep(at, &fo, &ln, &where);
+    assert_true(!fo && ln && where && !strcmp(where, "r"));
+    tu_rng g = {29};
+    int64_t xs[4] = {3, C, H, W}, ys[2] = {3, F};
+    lp_tensor *x = rand_tensor(&g, 4, xs, 1.0f), *seed = rand_tensor(&g, 2, ys, 1.0f);
+    lp_run *runs[3] = {full, lean, at};
+    for (int i = 0; i < 3; i++) assert_int_equal(lp_run_forward(runs[i], x), LP_OK);
+    lp_backward_opts whole = {.seed = seed}, stop = {.seed = seed, .stop_at = "r"};
+    assert_int_equal(lp_run_backward(full, &whole), LP_OK);
+    lp_tensor *ref;
+    assert_int_equal(lp_tensor_clone(&ref, lp_run_grad(full, "r"), LP_DEVICE_CPU), LP_OK);
+    for (int i = 0; i < 3; i++) {
+        assert_int_equal(lp_run_backward(runs[i], &stop), LP_OK);
+        const lp_tensor *gr = lp_run_grad(runs[i], "r");
+        assert_non_null(gr);
+        assert_memory_equal(ref->data, gr->data, ref->nbytes);
+        assert_null(lp_run_grad(runs[i], "x")); /* below the stop: never computed */
+    }
+    assert_non_null(lp_run_value(at, "r")); /* where it stops is kept */
+    lp_run_speed sl, sa;
+    lp_run_speed_info(lean, &sl);
+    lp_run_speed_info(at, &sa);
+    assert_true(sa.held_bytes > 0 && sa.held_bytes <= sl.held_bytes);
+    /* A backward to the input would read what the stopping run dropped. */
+    assert_int_equal(lp_run_backward(at, &whole), LP_ERR_ARG);
+    assert_non_null(strstr(lp_last_error(), "down to 'r'"));
+    lp_backward_opts wg = {.stop_at = "r", .weight_grads = 1};
+    assert_int_equal(lp_run_backward(full, &wg), LP_ERR_ARG);
+    assert_int_equal(lp_run_set_lean_at(at, "w"), LP_ERR_ARG); /* a weight, not an activation */
+    assert_int_equal(lp_run_set_lean_at(at, "nope"), LP_ERR_ARG);
+    /* Stopping after the Relu: its output, which a plain lean run keeps for the Relu's
+     * backward, is not kept. */
+    assert_int_equal(lp_run_capture(full, "f"), LP_OK);
+    assert_int_equal(lp_run_forward(full, x), LP_OK);
+    assert_int_equal(lp_run_set_lean_at(at, "f"), LP_OK);
+    assert_int_equal(lp_run_forward(at, x), LP_OK);
+    assert_null(lp_run_value(at, "r"));
+    assert_non_null(lp_run_value(lean, "r"));
+    lp_backward_opts stop_f = {.seed = seed, .stop_at = "f"};
+    assert_int_equal(lp_run_backward(full, &stop_f), LP_OK);
+    assert_int_equal(lp_run_backward(at, &stop_f), LP_OK);
+    assert_memory_equal(lp_run_grad(full, "f")->data, lp_run_grad(at, "f")->data, lp_run_grad(full, "f")->nbytes);
+    assert_int_equal(lp_run_backward(at, &stop), LP_ERR_ARG); /* "r" is below "f" */
+    /* Back to a plain lean run: gradients reach the input again. */
+    assert_int_equal(lp_run_set_lean_at(at, NULL), LP_OK);
+    assert_int_equal(lp_run_forward(at, x), LP_OK);
+    assert_int_equal(lp_run_backward(at, &whole), LP_OK);
+    assert_int_equal(lp_run_backward(lean, &whole), LP_OK);
+    assert_memory_equal(lp_run_grad(lean, "x")->data, lp_run_grad(at, "x")->data, lp_run_grad(lean, "x")->nbytes);
+    lp_tensor_free(ref);
+    lp_tensor_free(x);
+    lp_tensor_free(seed);
+    for (int i = 0; i < 3; i++) lp_run_free(runs[i]);
+    lp_model_free(m);
+}
+
 /* The arena planner: buffers alive at the same step never share bytes, every offset
  * is aligned, and a chain (each buffer alive beside its neighbours only) needs no
  * more than its two largest neighbouring pairs, far less than the sum. */
@@ -500,6 +572,7 @@ int main(void) {
         cmocka_unit_test(test_rule_override),
         cmocka_unit_test(test_input_errors),
         cmocka_unit_test(test_lean),
+        cmocka_unit_test(test_stop_at),
         cmocka_unit_test(test_mem_plan),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
