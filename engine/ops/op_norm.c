@@ -1,7 +1,8 @@
 /* op_norm.c — BatchNormalization in inference mode (a per-channel affine map built
  * from scale, B, mean and var, whose per-channel arithmetic is done on the host, once
  * per weight generation when they are constants; gradients reach x and all four
- * statistics), LRN, and LayerNormalization. */
+ * statistics, on the device alone when they are constants), LRN, and
+ * LayerNormalization. */
 #include "op_util.h"
 
 #include <inttypes.h>
@@ -89,24 +90,83 @@ static lp_status bn_affine(lp_ctx *c, const lp_node *n, lp_tensor *const *in, in
     return s;
 }
 
+/* The derived tensor (AUX_LEN x C floats): the folded affine, the coefficients that
+ * turn sum(dy x) and sum(dy) into the statistics' gradients, and the scratch the
+ * backward accumulates in (one node of one run: never two passes at once). */
+enum {
+    AUX_SCALE,     /* scale r: the folded affine's scale */
+    AUX_SHIFT,     /* B - mean scale r */
+    AUX_NEG_MEAN,  /* -mean: sum dy (x - mean) = sum dy x - mean sum dy */
+    AUX_R,         /* r = (var + eps)^-1/2: d scale = r sum dy (x - mean) */
+    AUX_D_MEAN,    /* -scale r: d mean = -scale r sum dy */
+    AUX_D_VAR,     /* -scale r^3 / 2: d var = -scale r^3 / 2 sum dy (x - mean) */
+    AUX_ZERO,
+    AUX_SUM_DYX,   /* scratch from here on */
+    AUX_SUM_DY,
+    AUX_CENTRED,   /* sum dy (x - mean) */
+    AUX_TMP,
+    AUX_LEN
+};
+
 /* With constant statistics (every exported model), the affine is folded once per
- * weight generation onto the run's device: forward and the input gradient then do
- * no host work, and the pass can be a CUDA graph. */
+ * weight generation onto the run's device: forward and every gradient then do no
+ * host work, and the pass can be a CUDA graph. */
 lp_status _lp_bn_derive(lp_ctx *c, const lp_node *n, lp_tensor **aux) {
     *aux = NULL;
     for (int i = 1; i < 5; i++)
         if (!c->model->values[n->in[i]].init) return LP_OK;
-    int64_t C = lp_tensor_numel(c->model->values[n->in[1]].init), shape[1] = {2 * C};
-    float *aff = NULL;
-    lp_status s = bn_affine(c, n, NULL, C, &aff);
+    int64_t C = lp_tensor_numel(c->model->values[n->in[1]].init), shape[1] = {AUX_LEN * C};
+    float *h = NULL, *a = NULL;
+    double *r = NULL;
+    lp_status s = bn_stats(c, n, NULL, C, &h, &r);
+    if (s == LP_OK && !(a = lp_calloc((size_t)(AUX_LEN * C), sizeof *a))) s = LP_ERR_OOM;
+    for (int64_t k = 0; s == LP_OK && k < C; k++) {
+        double sc = h[k], rk = r[k];
+        a[AUX_SCALE * C + k] = (float)(sc * rk);
+        a[AUX_SHIFT * C + k] = (float)(h[C + k] - h[2 * C + k] * (sc * rk)); /* as bn_affine */
+        a[AUX_NEG_MEAN * C + k] = -h[2 * C + k];
+        a[AUX_R * C + k] = (float)rk;
+        a[AUX_D_MEAN * C + k] = (float)(-sc * rk);
+        a[AUX_D_VAR * C + k] = (float)(-0.5 * sc * rk * rk * rk);
+    }
     if (s == LP_OK) s = lp_tensor_new(aux, c->be->device, LP_F32, 1, shape);
-    if (s == LP_OK) s = c->be->upload((*aux)->data, aff, (size_t)(2 * C) * sizeof *aff);
+    if (s == LP_OK) s = c->be->upload((*aux)->data, a, (size_t)(AUX_LEN * C) * sizeof *a);
     if (s != LP_OK) {
         lp_tensor_free(*aux);
         *aux = NULL;
     }
-    free(aff);
+    free(h);
+    free(r);
+    free(a);
     return s;
+}
+
+/* The statistics' gradients from the derived tensor, on the run's device: the
+ * per-channel sums, then each gradient one per-channel affine map of them. */
+static lp_status bn_backward_derived(lp_ctx *c, lp_tensor *const *in, lp_tensor *const *dout,
+                                     lp_tensor *const *din) {
+    const lp_backend *be = c->be;
+    const int64_t C = in[0]->shape[1], hw = _lp_prod(in[0]->shape, 2, in[0]->ndim);
+    float *a = c->aux->data;
+    float *at[AUX_LEN];
+    for (int i = 0; i < AUX_LEN; i++) at[i] = a + i * C;
+    LP_TRY(be->zero(at[AUX_SUM_DYX], (size_t)(2 * C) * sizeof(float)));
+    LP_TRY(be->channel_affine_bwd((int)in[0]->shape[0], (int)C, hw, in[0]->data, at[AUX_SCALE], dout[0]->data,
+                                  din[0] ? din[0]->data : NULL, at[AUX_SUM_DYX], at[AUX_SUM_DY]));
+    /* centred = sum dy x - mean sum dy (one channel a "pixel": n = 1, hw = 1) */
+    LP_TRY(be->channel_affine_fwd(1, (int)C, 1, at[AUX_SUM_DY], at[AUX_NEG_MEAN], at[AUX_SUM_DYX], at[AUX_CENTRED]));
+    static const int from[4] = {AUX_CENTRED, AUX_SUM_DY, AUX_SUM_DY, AUX_CENTRED};
+    static const int coef[4] = {AUX_R, -1, AUX_D_MEAN, AUX_D_VAR}; /* -1: B's gradient is sum dy itself */
+    for (int i = 0; i < 4; i++) {
+        if (!din[i + 1]) continue;
+        const float *g = at[from[i]];
+        if (coef[i] >= 0) {
+            LP_TRY(be->channel_affine_fwd(1, (int)C, 1, g, at[coef[i]], at[AUX_ZERO], at[AUX_TMP]));
+            g = at[AUX_TMP];
+        }
+        LP_TRY(_lp_acc(be, C, g, din[i + 1]->data));
+    }
+    return LP_OK;
 }
 
 static lp_status bn_forward(lp_ctx *c, const lp_node *n, lp_tensor *const *in, lp_tensor *const *out) {
@@ -136,6 +196,7 @@ static lp_status bn_backward(lp_ctx *c, const lp_node *n, lp_tensor *const *in, 
         return din[0] ? c->be->channel_affine_bwd(nb, (int)C, hw, in[0]->data, c->aux->data, dout[0]->data,
                                                   din[0]->data, NULL, NULL)
                       : LP_OK;
+    if (c->aux) return bn_backward_derived(c, in, dout, din);
     float *h = NULL, *buf = NULL, *dev = NULL;
     double *r = NULL;
     lp_status s = bn_stats(c, n, in, C, &h, &r);

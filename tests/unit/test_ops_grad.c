@@ -207,6 +207,9 @@ static void compare(const char *op, const char *what, const lp_tensor *dev, cons
     free(r);
 }
 
+static void derived_check(gc *g, const lp_node *n, lp_ctx *c, lp_tensor **in, lp_tensor **out, lp_tensor **w,
+                          lp_tensor **din, lp_tensor **pre, const char *dev);
+
 /* The node's forward and backward on CUDA against the CPU's results: outputs out, and
  * gradients din (= pre + gradient, both sides starting from the same pre). */
 static void twin_check(gc *g, const lp_node *n, lp_tensor **in, lp_tensor **out, lp_tensor **w, lp_tensor **din,
@@ -242,6 +245,7 @@ static void twin_check(gc *g, const lp_node *n, lp_tensor **in, lp_tensor **out,
                 snprintf(what, sizeof what, "d/d%s", g->in_names[i]);
                 compare(g->op, what, gdin[i], din[i]->data, pre[i]->data);
             }
+        if (s == LP_OK) derived_check(g, n, &c, gin, out, gw, din, pre, "cuda ");
     }
     for (int i = 0; i < g->n_in; i++) {
         if (gin[i] != in[i]) lp_tensor_free(gin[i]);
@@ -251,6 +255,43 @@ static void twin_check(gc *g, const lp_node *n, lp_tensor **in, lp_tensor **out,
         lp_tensor_free(gout[k]);
         lp_tensor_free(gw[k]);
     }
+}
+
+/* Ops with derived constants (lp_op_derive: BatchNormalization's folded affine and
+ * gradient coefficients) run from them when their inputs are constants, as in a run:
+ * forward and every gradient must equal the plain path's (host arithmetic), which
+ * the finite differences check. On c's backend (the CPU, or CUDA in twin_check). */
+static void derived_check(gc *g, const lp_node *n, lp_ctx *c, lp_tensor **in, lp_tensor **out, lp_tensor **w,
+                          lp_tensor **din, lp_tensor **pre, const char *dev) {
+    lp_derive_fn derive = lp_op_derive(n->op);
+    lp_tensor *aux = NULL;
+    if (!derive) return;
+    assert_int_equal(derive(c, n, &aux), LP_OK);
+    if (!aux) return; /* some input is not a constant */
+    lp_ctx dc = *c;
+    dc.aux = aux;
+    lp_tensor *dout[LP_MAX_IO] = {0}, *dd[LP_MAX_IO] = {0};
+    for (int k = 0; k < g->n_out; k++) {
+        lp_shape sh = lp_tensor_shape(out[k]);
+        assert_int_equal(lp_tensor_new_shape(&dout[k], c->be->device, LP_F32, &sh), LP_OK);
+    }
+    for (int i = 0; i < g->n_in; i++)
+        if (din[i]) assert_int_equal(lp_tensor_clone(&dd[i], pre[i], c->be->device), LP_OK);
+    assert_int_equal(n->op->forward(&dc, n, in, dout), LP_OK);
+    assert_int_equal(n->op->backward(&dc, n, in, dout, w, dd), LP_OK);
+    char what[48];
+    for (int k = 0; k < g->n_out; k++) {
+        snprintf(what, sizeof what, "%sderived forward", dev);
+        compare(g->op, what, dout[k], out[k]->data, NULL);
+        lp_tensor_free(dout[k]);
+    }
+    for (int i = 0; i < g->n_in; i++) {
+        if (!dd[i]) continue;
+        snprintf(what, sizeof what, "%sderived d/d%s", dev, g->in_names[i]);
+        compare(g->op, what, dd[i], din[i]->data, pre[i]->data);
+        lp_tensor_free(dd[i]);
+    }
+    lp_tensor_free(aux);
 }
 
 /* Finalize, forward, backward, then finite differences for every gradient-checked input. */
@@ -288,6 +329,7 @@ static void gc_check(gc *g, float eps, double tol) {
     if (s != LP_OK) fprintf(stderr, "%s: backward: %s\n", g->op, lp_last_error());
     assert_int_equal(s, LP_OK);
     twin_check(g, n, in, out, w, din, pre);
+    derived_check(g, n, &c, in, out, w, din, pre, "");
     int failed = 0;
     for (int i = 0; i < g->n_in; i++) {
         if (!din[i]) continue;
