@@ -18,6 +18,8 @@ typedef struct lp_conv_desc {
     int groups;
     int relu;              /* forward only: y = max(0, conv + b), the activation fused
                             * into the convolution's last pass (the executor sets it) */
+    int accumulate;        /* forward only: y = y + conv + b (before the ReLU), as the
+                            * backward passes add (ConvTranspose's input gradient) */
 } lp_conv_desc;
 
 typedef struct lp_pool_desc {

@@ -215,7 +215,7 @@ static void dw_fwd(const lp_conv_desc *d, const float *x, const float *w, const 
                 dw_pad_plane(d, &g, x + ((int64_t)n * d->c + ch) * hw, pad);
                 for (int oy = 0; oy < d->oh; oy++) {
                     float *restrict yr = yp + (int64_t)oy * d->ow;
-                    for (int ox = 0; ox < d->ow; ox++) yr[ox] = bv;
+                    for (int ox = 0; ox < d->ow; ox++) yr[ox] = d->accumulate ? yr[ox] + bv : bv;
                     for (int i = 0; i < d->kh; i++) {
                         const float *xrow = pad + (size_t)(oy * d->sh + i * d->dh) * g.pw;
                         for (int j = 0; j < d->kw; j++) {
@@ -391,9 +391,9 @@ static void fwd_chunk(const lp_conv_desc *d, const conv_plan *p, const conv_io *
                 im2col_rows(d, x, n0, g, oy0, oy1, col);
                 if (b)
                     for (int r = 0; r < kg; r++)
-                        for (int64_t q = 0; q < tc; q++) yt[r * ohw + q] = b[g * kg + r];
-                _lp_cpu_sgemm(0, 0, kg, (int)tc, (int)crow, 1.f, wg, (int)crow, col, (int)tc, b ? 1.f : 0.f, yt,
-                              (int)ohw);
+                        for (int64_t q = 0; q < tc; q++) yt[r * ohw + q] = (d->accumulate ? yt[r * ohw + q] : 0.f) + b[g * kg + r];
+                _lp_cpu_sgemm(0, 0, kg, (int)tc, (int)crow, 1.f, wg, (int)crow, col, (int)tc,
+                              b || d->accumulate ? 1.f : 0.f, yt, (int)ohw);
                 if (d->relu) relu_rows(yt, kg, tc, ohw);
             }
             continue;
@@ -407,9 +407,9 @@ static void fwd_chunk(const lp_conv_desc *d, const conv_plan *p, const conv_io *
             float *yg = y + ((int64_t)n0 * d->k + (int64_t)g * kg) * ohw;
             if (b)
                 for (int r = 0; r < kg; r++)
-                    for (int64_t q = 0; q < ohw; q++) yg[r * ohw + q] = b[g * kg + r];
-            _lp_cpu_sgemm(0, 0, kg, (int)ohw, (int)crow, 1.f, wg, (int)crow, bmat, (int)ohw, b ? 1.f : 0.f, yg,
-                          (int)ohw);
+                    for (int64_t q = 0; q < ohw; q++) yg[r * ohw + q] = (d->accumulate ? yg[r * ohw + q] : 0.f) + b[g * kg + r];
+            _lp_cpu_sgemm(0, 0, kg, (int)ohw, (int)crow, 1.f, wg, (int)crow, bmat, (int)ohw,
+                          b || d->accumulate ? 1.f : 0.f, yg, (int)ohw);
             if (d->relu) relu_rows(yg, kg, ohw, ohw);
         } else {
             _lp_cpu_sgemm(0, 0, kg, (int)cols, (int)crow, 1.f, wg, (int)crow, bmat, (int)cols, 0.f, out, (int)cols);
@@ -419,7 +419,10 @@ static void fwd_chunk(const lp_conv_desc *d, const conv_plan *p, const conv_io *
                     float *dst = y + ((int64_t)(n0 + img) * d->k + (int64_t)g * kg + r) * ohw;
                     const float *src = out + r * cols + img * ohw;
                     float bv = b ? b[g * kg + r] : 0.f;
-                    for (int64_t q = 0; q < ohw; q++) dst[q] = src[q] + bv;
+                    if (d->accumulate)
+                        for (int64_t q = 0; q < ohw; q++) dst[q] += src[q] + bv;
+                    else
+                        for (int64_t q = 0; q < ohw; q++) dst[q] = src[q] + bv;
                     if (d->relu) relu_rows(dst, 1, ohw, ohw);
                 }
             }

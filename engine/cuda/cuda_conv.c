@@ -257,7 +257,7 @@ lp_status _lp_cuda_conv_fwd(lp_precision prec, const lp_conv_desc *d, const floa
     conv_plan *p;
     void *ws;
     lp_conv_desc key = *d;
-    key.relu = 0; /* the fused activation is our epilogue's, not cuDNN's: one plan serves both */
+    key.relu = key.accumulate = 0; /* our epilogue's, not cuDNN's: one plan serves all */
     if (bf16_fallback(c, &prec, DIR_FWD, &key, &p)) return LP_ERR_UNSUPPORTED;
     LP_TRY(workspace(c, p, &ws));
     const lp_stream s = (lp_stream)c->stream;
@@ -265,7 +265,7 @@ lp_status _lp_cuda_conv_fwd(lp_precision prec, const lp_conv_desc *d, const floa
     if (p->asym) LP_TRY(pad_input(c, d, x, prec == LP_PREC_BF16 ? LP_SLOT_GRAD : LP_SLOT_X, (float **)&x));
     if (prec != LP_PREC_BF16) {
         LP_DNN(cudnnConvolutionForward(c->dnn, &one, p->x, x, p->w, w, p->conv, (cudnnConvolutionFwdAlgo_t)p->algo, ws,
-                                       p->ws, &zero, p->y, y));
+                                       p->ws, d->accumulate ? &one : &zero, p->y, y));
         LP_KERNEL(lp_k_bias_act(s, d->n, d->k, ohw, b, d->relu, y));
         return LP_OK;
     }
@@ -278,7 +278,7 @@ lp_status _lp_cuda_conv_fwd(lp_precision prec, const lp_conv_desc *d, const floa
     LP_KERNEL(lp_k_nchw_to_nhwc_bf16(s, d->k, d->c / d->groups, (int64_t)d->kh * d->kw, w, w16));
     LP_DNN(cudnnConvolutionForward(c->dnn, &one, p->x, x16, p->w, w16, p->conv, (cudnnConvolutionFwdAlgo_t)p->algo, ws,
                                    p->ws, &zero, p->y, y16));
-    LP_KERNEL(lp_k_nhwc_bf16_to_nchw(s, d->n, d->k, ohw, y16, b, y, 0, d->relu));
+    LP_KERNEL(lp_k_nhwc_bf16_to_nchw(s, d->n, d->k, ohw, y16, b, y, d->accumulate, d->relu));
     return LP_OK;
 }
 

@@ -246,14 +246,10 @@ static lp_status convt_backward(lp_ctx *c, const lp_node *n, lp_tensor *const *i
     shape_of(in, nin, s);
     LP_TRY(convt_desc(n, s, &d));
     const float *dy = dout[0]->data;
-    if (din[0]) {
-        /* conv_fwd overwrites, so go through scratch to accumulate. */
-        void *tmp;
-        LP_TRY(c->be->alloc(din[0]->nbytes, &tmp));
-        lp_status st = c->be->conv_fwd(&d, dy, in[1]->data, NULL, tmp);
-        if (st == LP_OK) st = _lp_acc(c->be, lp_tensor_numel(din[0]), tmp, din[0]->data);
-        c->be->free(tmp);
-        LP_TRY(st);
+    if (din[0]) { /* the convolution itself, added into dx as every backward does */
+        lp_conv_desc da = d;
+        da.accumulate = 1;
+        LP_TRY(c->be->conv_fwd(&da, dy, in[1]->data, NULL, din[0]->data));
     }
     if (din[1]) LP_TRY(c->be->conv_bwd_filter(&d, dy, in[0]->data, din[1]->data, NULL));
     if (nin > 2 && din[2]) LP_TRY(bias_grad(c->be, d.n, d.c, (int64_t)d.h * d.w, dy, din[2]->data));

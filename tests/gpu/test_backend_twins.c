@@ -402,6 +402,17 @@ static void conv_case(const lp_backend *be, const char *prec, const lp_conv_desc
         out_check(&t, &y, "y", 0, tol);
         tw_end(&t);
     }
+    if (tw_begin(&t, be, "conv_fwd", "%s +acc +relu", lab)) { /* y = relu(y + conv + b): ConvTranspose's dx */
+        lp_conv_desc da = *d;
+        da.accumulate = da.relu = 1;
+        float *gx = tw_dev(&t, x, nx), *gw = tw_dev(&t, w, nw), *gb = tw_dev(&t, b, d->k);
+        outbuf y;
+        out_init(&t, &y, ny, -1, 1);
+        REF_CALL(&t, conv_fwd, &da, x, w, bias ? b : NULL, y.want);
+        DUT_CALL(&t, conv_fwd, &da, gx, gw, bias ? gb : NULL, y.dev);
+        out_check(&t, &y, "y", 1, tol);
+        tw_end(&t);
+    }
     if (tw_begin(&t, be, "conv_bwd_data", "%s", lab)) {
         float *gdy = tw_dev(&t, dy, ny), *gw = tw_dev(&t, w, nw);
         outbuf dx;

@@ -134,7 +134,18 @@ static void run_conv_case(const conv_case *t, uint64_t seed) {
     assert_int_equal(be()->conv_fwd(&dr, x, w, b, yf), LP_OK);
     assert_int_equal(be()->unary_fwd(LP_UN_RELU, NULL, y, yu, ny), LP_OK);
     assert_memory_equal(yf, yu, sizeof(float) * (size_t)ny);
-    free(yf), free(yu);
+    /* Accumulating (ConvTranspose's input gradient): y = pre + conv + b on every path,
+     * and its fused ReLU is again the Relu op after it. */
+    float *ya = cvec(ny, PRE), *yar = cvec(ny, PRE);
+    lp_conv_desc da = d;
+    da.accumulate = 1;
+    assert_int_equal(be()->conv_fwd(&da, x, w, b, ya), LP_OK);
+    check_close("conv_fwd accumulate", ya, y_r, ny, 1, 1e-5);
+    da.relu = 1;
+    assert_int_equal(be()->conv_fwd(&da, x, w, b, yar), LP_OK);
+    assert_int_equal(be()->unary_fwd(LP_UN_RELU, NULL, ya, yu, ny), LP_OK);
+    assert_memory_equal(yar, yu, sizeof(float) * (size_t)ny);
+    free(yf), free(yu), free(ya), free(yar);
     free(x), free(w), free(b), free(dy), free(y_r), free(dx_r), free(dw_r), free(db_r);
     free(y), free(dx), free(dw), free(db);
 }
