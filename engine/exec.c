@@ -35,6 +35,7 @@ struct lp_run {
     int forward_only;  /* no backward: activations share one arena (below) */
     int lean;          /* backward passes are plain input gradients: only what they read is kept */
     int lean_root;     /* lean: the value its gradients stop at (-1: the inputs) */
+    int tail_root;     /* forward-only: the value its tail re-runs from (-1: none) */
     int *fuse;         /* per node (forward_only, lean): the Relu node fused into this Conv, or -1 */
     char *fused;       /* per node: a Relu computed by its Conv (skipped) */
     int graphs;        /* CUDA graphs: -1 not decided yet, 0 off, 1 on */
@@ -78,7 +79,7 @@ lp_status lp_run_new(lp_model *m, lp_device dev, lp_run **out) {
     r->gen = -1;
     r->graphs = -1;
     r->aux_gen = -1;
-    r->lean_root = -1;
+    r->lean_root = r->tail_root = -1;
     r->val = lp_calloc(nv, sizeof *r->val);
     r->owned = lp_calloc(nv, 1);
     r->grad = lp_calloc(nv, sizeof *r->grad);
@@ -171,7 +172,7 @@ static lp_status plan_fusion(lp_run *r) {
 static int fusion_partner(const lp_run *r, int i) {
     int j = r->fuse[i];
     const int v = r->m->nodes[i].out[0];
-    if (j < 0 || r->capture_all || r->capture[v] || v == r->lean_root) return -1;
+    if (j < 0 || r->capture_all || r->capture[v] || v == r->lean_root || v == r->tail_root) return -1;
     return j;
 }
 
@@ -196,27 +197,40 @@ static void drop_plan(lp_run *r) {
     r->has_forward = 0;
 }
 
-static lp_status set_mode(lp_run *r, int forward_only, int lean, int root) {
-    if (!lean) root = -1;
-    if (forward_only == r->forward_only && lean == r->lean && root == r->lean_root) return LP_OK;
-    if ((forward_only || lean) && !r->fuse) LP_TRY(plan_fusion(r));
+lp_status _lp_run_set_keep(lp_run *r, const _lp_keep *k) {
+    const int fo = k->forward_only && !k->lean, lean = k->lean;
+    const int root = lean ? k->lean_root : -1, tail = fo ? k->tail_root : -1;
+    if (fo == r->forward_only && lean == r->lean && root == r->lean_root && tail == r->tail_root) return LP_OK;
+    if ((fo || lean) && !r->fuse) LP_TRY(plan_fusion(r));
     drop_plan(r); /* what the old mode kept is not what the new one needs */
-    r->forward_only = forward_only;
+    r->forward_only = fo;
     r->lean = lean;
     r->lean_root = root;
+    r->tail_root = tail;
     return LP_OK;
 }
 
-lp_status lp_run_set_forward_only(lp_run *r, int on) { return set_mode(r, on, on ? 0 : r->lean, r->lean_root); }
+void _lp_run_get_keep(const lp_run *r, _lp_keep *k) {
+    *k = (_lp_keep){r->forward_only, r->lean, r->lean_root, r->tail_root};
+}
 
-lp_status lp_run_set_lean(lp_run *r, int on) { return set_mode(r, on ? 0 : r->forward_only, on, -1); }
+lp_status lp_run_set_forward_only(lp_run *r, int on) {
+    _lp_keep k = {on, on ? 0 : r->lean, r->lean_root, -1};
+    return _lp_run_set_keep(r, &k);
+}
+
+lp_status lp_run_set_lean(lp_run *r, int on) {
+    _lp_keep k = {on ? 0 : r->forward_only, on, -1, -1};
+    return _lp_run_set_keep(r, &k);
+}
 
 lp_status lp_run_set_lean_at(lp_run *r, const char *stop_at) {
     int id = -1;
     if (stop_at) LP_TRY(value_id(r, stop_at, &id));
     if (id >= 0 && (r->m->values[id].dtype != LP_F32 || r->m->values[id].init))
         return lp_fail(LP_ERR_ARG, "lean run stopping at '%s': a constant or integer value, not an activation", stop_at);
-    return set_mode(r, 0, 1, id);
+    _lp_keep k = {0, 1, id, -1};
+    return _lp_run_set_keep(r, &k);
 }
 
 lp_status lp_run_capture(lp_run *r, const char *name) {
@@ -324,6 +338,21 @@ static void plan_keep(const lp_run *r, const char *req, char *keep) {
     for (int i = 0; i < m->n_inputs; i++) keep[m->inputs[i]] = 1;
     for (int k = 0; k < m->n_outputs; k++) keep[m->outputs[k]] = 1;
     if (r->lean_root >= 0) keep[r->lean_root] = 1; /* where its gradients stop: what they are for */
+    if (r->tail_root >= 0) { /* the tail re-runs: what it reads from before its root stays */
+        char *down = lp_calloc((size_t)m->n_values + 1, 1);
+        if (down) down[r->tail_root] = keep[r->tail_root] = 1;
+        for (int i = 0; down && i < m->n_nodes; i++) {
+            const lp_node *n = &m->nodes[i];
+            int tail = 0;
+            for (int k = 0; k < n->n_in; k++) tail |= n->in[k] >= 0 && down[n->in[k]];
+            if (!tail) continue;
+            for (int k = 0; k < n->n_in; k++)
+                if (n->in[k] >= 0 && !down[n->in[k]]) keep[n->in[k]] = 1;
+            for (int k = 0; k < n->n_out; k++) down[n->out[k]] = 1;
+        }
+        if (!down) memset(keep, 1, (size_t)m->n_values); /* out of memory: keep all, still right */
+        free(down);
+    }
     for (int i = 0; req && i < m->n_nodes; i++) {
         const lp_node *n = &m->nodes[i];
         char din[LP_MAX_IO] = {0}, rd[LP_MAX_IO];
@@ -560,31 +589,37 @@ void lp_run_speed_info(const lp_run *r, lp_run_speed *out) {
 
 void _lp_run_set_graphs(lp_run *r, int on) { r->graphs = on ? r->dev == LP_DEVICE_CUDA : 0; }
 
+/* Node i's forward as the pass runs it: a fused Conv writes its Relu's output (and
+ * the Relu is skipped: *skip). */
+static lp_status run_node(lp_run *r, lp_ctx *c, int i, int *skip) {
+    lp_model *m = r->m;
+    const lp_node *n = &m->nodes[i];
+    lp_tensor *in[LP_MAX_IO], *out[LP_MAX_IO];
+    const int fj = planned(r) ? fusion_partner(r, i) : -1;
+    *skip = planned(r) && r->fused[i] && fusion_partner(r, m->values[n->in[0]].producer) == i;
+    if (*skip) return LP_OK; /* this ReLU ran inside its convolution */
+    for (int k = 0; k < n->n_in; k++) in[k] = n->in[k] >= 0 ? r->val[n->in[k]] : NULL;
+    for (int k = 0; k < n->n_out; k++) {
+        int v = fj >= 0 ? m->nodes[fj].out[0] : n->out[k]; /* fused: the conv writes the ReLU's output */
+        LP_TRY(ensure_tensor(r, v, &r->shapes[v], m->values[v].dtype));
+        out[k] = r->val[v];
+    }
+    c->fuse_relu = fj >= 0;
+    c->aux = r->aux[i];
+    lp_status s = n->op->forward(c, n, in, out);
+    if (s != LP_OK) {
+        char ctx[512];
+        return lp_fail_prefix(s, "%s", lp_node_ctx(m, n, ctx, sizeof ctx));
+    }
+    return LP_OK;
+}
+
 /* The forward pass's nodes (the executor's loop; captured whole when graphs are on). */
 static lp_status forward_nodes(lp_run *r, void *arg) {
     (void)arg;
-    lp_model *m = r->m;
-    lp_ctx c = {r->be, m, NULL, 0, NULL};
-    for (int i = 0; i < m->n_nodes; i++) {
-        const lp_node *n = &m->nodes[i];
-        lp_tensor *in[LP_MAX_IO], *out[LP_MAX_IO];
-        const int fj = planned(r) ? fusion_partner(r, i) : -1;
-        if (planned(r) && r->fused[i] && fusion_partner(r, m->values[n->in[0]].producer) == i)
-            continue; /* this ReLU ran inside its convolution */
-        for (int k = 0; k < n->n_in; k++) in[k] = n->in[k] >= 0 ? r->val[n->in[k]] : NULL;
-        for (int k = 0; k < n->n_out; k++) {
-            int v = fj >= 0 ? m->nodes[fj].out[0] : n->out[k]; /* fused: the conv writes the ReLU's output */
-            LP_TRY(ensure_tensor(r, v, &r->shapes[v], m->values[v].dtype));
-            out[k] = r->val[v];
-        }
-        c.fuse_relu = fj >= 0;
-        c.aux = r->aux[i];
-        lp_status s = n->op->forward(&c, n, in, out);
-        if (s != LP_OK) {
-            char ctx[512];
-            return lp_fail_prefix(s, "%s", lp_node_ctx(m, n, ctx, sizeof ctx));
-        }
-    }
+    lp_ctx c = {r->be, r->m, NULL, 0, NULL};
+    int skip;
+    for (int i = 0; i < r->m->n_nodes; i++) LP_TRY(run_node(r, &c, i, &skip));
     return LP_OK;
 }
 
@@ -625,22 +660,20 @@ lp_status lp_run_forward(lp_run *r, const lp_tensor *input) {
 
 lp_model *_lp_run_model(const lp_run *r) { return r->m; }
 
-void _lp_run_keep(const lp_run *r, int *forward_only, int *lean, const char **lean_at) {
-    *forward_only = r->forward_only;
-    *lean = r->lean;
-    *lean_at = r->lean_root >= 0 ? r->m->values[r->lean_root].name : NULL;
-}
+
 
 
 
 /* Only the nodes downstream of `name` run again, so a method that edits one
- * activation many times (Ablation-CAM) pays for the tail of the network alone. */
+ * activation many times (Ablation-CAM) pays for the tail of the network alone. A
+ * forward-only run can do so from its tail root (_lp_keep.tail_root), whose tail
+ * reads nothing the arena reuses. */
 lp_status _lp_run_forward_from(lp_run *r, const char *name, const lp_tensor *value) {
     lp_model *m = r->m;
     int id;
     LP_TRY(value_id(r, name, &id));
     if (!r->has_forward) return lp_fail(LP_ERR_ARG, "forward from '%s' needs a forward pass first", name);
-    if (planned(r))
+    if (planned(r) && !(r->forward_only && r->tail_root == id))
         return lp_fail(LP_ERR_ARG, "forward from '%s': this run is %s (it keeps only some activations)", name,
                        r->forward_only ? "forward-only" : "lean");
     if (!r->owned[id] || m->values[id].init)
@@ -664,23 +697,13 @@ lp_status _lp_run_forward_from(lp_run *r, const char *name, const lp_tensor *val
     lp_ctx c = {r->be, m, NULL, 0, NULL};
     for (int i = m->values[id].producer + 1; s == LP_OK && i < m->n_nodes; i++) {
         const lp_node *n = &m->nodes[i];
-        lp_tensor *in[LP_MAX_IO], *out[LP_MAX_IO];
-        int any = 0;
-        for (int k = 0; k < n->n_in; k++) {
-            in[k] = n->in[k] >= 0 ? r->val[n->in[k]] : NULL;
-            any |= n->in[k] >= 0 && dirty[n->in[k]];
-        }
+        int any = 0, skip;
+        for (int k = 0; k < n->n_in; k++) any |= n->in[k] >= 0 && dirty[n->in[k]];
         if (!any) continue;
-        for (int k = 0; k < n->n_out; k++) {
-            out[k] = r->val[n->out[k]];
-            dirty[n->out[k]] = 1;
-        }
-        c.aux = r->aux[i];
-        s = n->op->forward(&c, n, in, out);
-        if (s != LP_OK) {
-            char ctx[512];
-            s = lp_fail_prefix(s, "%s", lp_node_ctx(m, n, ctx, sizeof ctx));
-        }
+        for (int k = 0; k < n->n_out; k++) dirty[n->out[k]] = 1;
+        s = run_node(r, &c, i, &skip);
+        const int fj = s == LP_OK && !skip && planned(r) ? fusion_partner(r, i) : -1;
+        if (fj >= 0) dirty[m->nodes[fj].out[0]] = 1; /* written by the fused conv */
     }
     free(dirty);
     if (s == LP_OK) r->has_forward = 1;

@@ -237,9 +237,15 @@ struct lp_rules {
 
 /* The model a run executes (for the attribution methods). */
 lp_model *_lp_run_model(const lp_run *r);
-/* What the run keeps: its lp_run_set_forward_only and lp_run_set_lean(_at) settings
- * (*lean_at: the value a lean run's gradients stop at, NULL for the inputs). */
-void _lp_run_keep(const lp_run *r, int *forward_only, int *lean, const char **lean_at);
+/* What a run keeps: all (both flags 0), forward-only (tail_root >= 0: a forward-only
+ * run whose tail from that value can be re-run, _lp_run_forward_from), or lean
+ * (lean_root >= 0: its gradients stop at that value). Value ids, -1 for none. */
+typedef struct _lp_keep {
+    int forward_only, lean;
+    int lean_root, tail_root;
+} _lp_keep;
+void _lp_run_get_keep(const lp_run *r, _lp_keep *k);
+lp_status _lp_run_set_keep(lp_run *r, const _lp_keep *k);
 /* CUDA graphs for this run on or off (default: on for CUDA unless LOUPE_CUDA_GRAPHS=0). */
 void _lp_run_set_graphs(lp_run *r, int on);
 /* After a forward: overwrite activation `name` with `value` (its shape and dtype in

@@ -686,7 +686,7 @@ const _lp_method _lp_methods_cam[] = {
     {"scorecam", "softmax of the scores of the input masked by each channel (Wang et al. 2020); one forward per channel",
      m_scorecam, _LP_KEEP_SCORES},
     {"ablationcam", "relative score drop when each channel is zeroed (Desai & Ramaswamy 2020); one tail pass per channel",
-     m_ablationcam, _LP_KEEP_ALL},
+     m_ablationcam, _LP_KEEP_TAIL},
     {"eigencam", "first principal component of the feature map (Muhammad & Yeasin 2020); no target", m_eigencam, _LP_KEEP_SCORES},
     {"guided_gradcam", "guided backprop times the upsampled Grad-CAM (Selvaraju et al. 2017)", m_guided_gradcam, _LP_KEEP_ALL},
     {NULL, NULL, NULL, 0},

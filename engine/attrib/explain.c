@@ -104,11 +104,13 @@ static lp_status check_layers(lp_model *m, lp_explain_opts *o) {
     return resolve_layer(m, &t->layer);
 }
 
-static lp_status set_keep(lp_run *r, int forward_only, int lean, const char *lean_at) {
-    if (lean) return lp_run_set_lean_at(r, lean_at);
-    if (forward_only) return lp_run_set_forward_only(r, 1);
-    LP_TRY(lp_run_set_forward_only(r, 0));
-    return lp_run_set_lean(r, 0);
+/* The run mode method `meth` needs (layer: opts->layer, resolved). */
+static _lp_keep method_keep(const lp_model *m, const _lp_method *meth, const char *layer) {
+    int id = layer ? lp_model_find_value(m, layer) : -1;
+    _lp_keep k = {meth->keep == _LP_KEEP_SCORES || meth->keep == _LP_KEEP_TAIL, meth->keep == _LP_KEEP_LEAN, -1, -1};
+    if (meth->keep == _LP_KEEP_LEAN) k.lean_root = id;
+    if (meth->keep == _LP_KEEP_TAIL) k.tail_root = id;
+    return k;
 }
 
 /* CAM methods choose their layer before the first pass, from the shapes this input
@@ -147,9 +149,8 @@ lp_status lp_explain(lp_run *r, const lp_tensor *input, const lp_explain_opts *o
     if (input->ndim < 2 || input->shape[0] < 1) return lp_fail(LP_ERR_SHAPE, "input needs a batch dimension");
 
     /* The run keeps what this method reads, and goes back to its caller's setting after. */
-    int was_fo, was_lean;
-    const char *was_at;
-    _lp_run_keep(r, &was_fo, &was_lean, &was_at);
+    _lp_keep was;
+    _lp_run_get_keep(r, &was);
 
     _lp_xctx x = {0};
     x.run = r;
@@ -185,7 +186,8 @@ lp_status lp_explain(lp_run *r, const lp_tensor *input, const lp_explain_opts *o
         s = LP_ERR_OOM;
         goto out2;
     }
-    s = set_keep(r, meth->keep == _LP_KEEP_SCORES, meth->keep == _LP_KEEP_LEAN, o.layer);
+    _lp_keep k = method_keep(x.m, meth, o.layer);
+    s = _lp_run_set_keep(r, &k);
     if (s == LP_OK && o.layer) s = lp_run_capture(r, o.layer); /* layer methods read it after the first forward */
     if (s != LP_OK) goto out2;
     /* Targets and scores at the inputs: a forward in batches. The last batch's
@@ -216,6 +218,6 @@ out2:
     free(x.scores);
 out:
     free(host);
-    lp_status ks = set_keep(r, was_fo, was_lean, was_at); /* the caller's setting again */
+    lp_status ks = _lp_run_set_keep(r, &was); /* the caller's setting again */
     return s != LP_OK ? s : ks;
 }

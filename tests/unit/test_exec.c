@@ -466,10 +466,9 @@ static void test_stop_at(void **state) {
     assert_int_equal(lp_run_capture(lean, "r"), LP_OK);
     assert_int_equal(lp_run_set_lean(lean, 1), LP_OK);
     assert_int_equal(lp_run_set_lean_at(at, "r"), LP_OK);
-    int fo, ln;
-    const char *where;
-    _lp_run_keep(at, &fo, &ln, &where);
-    assert_true(!fo && ln && where && !strcmp(where, "r"));
+    _lp_keep k;
+    _lp_run_get_keep(at, &k);
+    assert_true(!k.forward_only && k.lean && k.lean_root == lp_model_find_value(m, "r") && k.tail_root < 0);
     tu_rng g = {29};
     int64_t xs[4] = {3, C, H, W}, ys[2] = {3, F};
     lp_tensor *x = rand_tensor(&g, 4, xs, 1.0f), *seed = rand_tensor(&g, 2, ys, 1.0f);
@@ -524,6 +523,79 @@ static void test_stop_at(void **state) {
     lp_model_free(m);
 }
 
+/* A forward-only run that re-runs its tail from a value (Ablation-CAM's): the tail
+ * from an edited value gives what a keep-all run gives, with the tail's reads from
+ * before the value kept (a skip connection) and the rest in the arena. */
+static void test_tail(void **state) {
+    (void)state;
+    /* x -> relu a -> scale b (the root) -> add(a, b) -> relu y: the Add reads a. */
+    lp_model *m = lp_model_new();
+    lp_shape in = {2, {1, 6}};
+    lp_model_add_input(m, "x", &in);
+    const char *i1[] = {"x"}, *o1[] = {"a"}, *i2[] = {"a", "two"}, *o2[] = {"b"}, *i3[] = {"a", "b"}, *o3[] = {"s"},
+               *i4[] = {"s"}, *o4[] = {"y"};
+    int64_t one[1] = {1};
+    lp_tensor *two;
+    assert_int_equal(lp_tensor_new(&two, LP_DEVICE_CPU, LP_F32, 1, one), LP_OK);
+    ((float *)two->data)[0] = 2.f;
+    lp_model_add_initializer(m, "two", two, 0);
+    lp_model_add_node(m, "Relu", "ra", 1, i1, 1, o1);
+    lp_model_add_node(m, "Mul", "mb", 2, i2, 1, o2);
+    lp_model_add_node(m, "Add", "add", 2, i3, 1, o3);
+    lp_model_add_node(m, "Relu", "ry", 1, i4, 1, o4);
+    lp_model_mark_output(m, "y");
+    assert_int_equal(lp_model_finalize(m), LP_OK);
+    lp_run *full, *tail;
+    assert_int_equal(lp_run_new(m, LP_DEVICE_CPU, &full), LP_OK);
+    assert_int_equal(lp_run_new(m, LP_DEVICE_CPU, &tail), LP_OK);
+    _lp_keep k = {1, 0, -1, lp_model_find_value(m, "b")};
+    assert_int_equal(_lp_run_set_keep(tail, &k), LP_OK);
+    tu_rng g = {3};
+    int64_t xs[2] = {4, 6};
+    lp_tensor *x = rand_tensor(&g, 2, xs, 1.0f), *edit = rand_tensor(&g, 2, xs, 1.0f);
+    assert_int_equal(lp_run_forward(full, x), LP_OK);
+    assert_int_equal(lp_run_forward(tail, x), LP_OK);
+    assert_non_null(lp_run_value(tail, "a")); /* read by the tail: kept */
+    assert_non_null(lp_run_value(tail, "b")); /* the root */
+    assert_null(lp_run_value(tail, "s"));     /* in the arena */
+    assert_int_equal(_lp_run_forward_from(full, "b", edit), LP_OK);
+    assert_int_equal(_lp_run_forward_from(tail, "b", edit), LP_OK);
+    assert_memory_equal(lp_run_output(full)->data, lp_run_output(tail)->data, lp_run_output(full)->nbytes);
+    const float *xa = x->data, *e = edit->data, *y = lp_run_output(tail)->data;
+    for (int i = 0; i < 24; i++) {
+        float a = xa[i] > 0 ? xa[i] : 0, s = a + e[i];
+        assert_true(y[i] == (s > 0 ? s : 0));
+    }
+    assert_int_equal(_lp_run_forward_from(tail, "a", x), LP_ERR_ARG); /* not its tail root */
+    lp_tensor_free(x);
+    lp_tensor_free(edit);
+    lp_run_free(full);
+    lp_run_free(tail);
+    lp_model_free(m);
+    /* A tail with a fused Conv+Relu in it (from the input): the conv writes the Relu's
+     * output in the re-run too. */
+    m = build();
+    assert_int_equal(lp_run_new(m, LP_DEVICE_CPU, &full), LP_OK);
+    assert_int_equal(lp_run_new(m, LP_DEVICE_CPU, &tail), LP_OK);
+    k.tail_root = lp_model_find_value(m, "x");
+    assert_int_equal(_lp_run_set_keep(tail, &k), LP_OK);
+    int64_t cs[4] = {2, C, H, W};
+    x = rand_tensor(&g, 4, cs, 1.0f), edit = rand_tensor(&g, 4, cs, 1.0f);
+    assert_int_equal(lp_run_forward(full, x), LP_OK);
+    assert_int_equal(lp_run_forward(tail, x), LP_OK);
+    lp_run_speed sp;
+    lp_run_speed_info(tail, &sp);
+    assert_int_equal(sp.fused, 1);
+    assert_int_equal(_lp_run_forward_from(full, "x", edit), LP_OK);
+    assert_int_equal(_lp_run_forward_from(tail, "x", edit), LP_OK);
+    assert_memory_equal(lp_run_output(full)->data, lp_run_output(tail)->data, lp_run_output(full)->nbytes);
+    lp_tensor_free(x);
+    lp_tensor_free(edit);
+    lp_run_free(full);
+    lp_run_free(tail);
+    lp_model_free(m);
+}
+
 /* The arena planner: buffers alive at the same step never share bytes, every offset
  * is aligned, and a chain (each buffer alive beside its neighbours only) needs no
  * more than its two largest neighbouring pairs, far less than the sum. */
@@ -573,6 +645,7 @@ int main(void) {
         cmocka_unit_test(test_input_errors),
         cmocka_unit_test(test_lean),
         cmocka_unit_test(test_stop_at),
+        cmocka_unit_test(test_tail),
         cmocka_unit_test(test_mem_plan),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
