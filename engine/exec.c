@@ -831,9 +831,9 @@ lp_status lp_run_backward(lp_run *r, const lp_backward_opts *opts) {
     if (!opts) opts = &dflt;
     if (!r->has_forward) return lp_fail(LP_ERR_ARG, "backward needs a forward pass first");
     if (r->forward_only) return lp_fail(LP_ERR_ARG, "backward: this run is forward-only (its activations are freed)");
-    if (r->lean && (opts->rules || opts->weight_grads))
+    if (r->lean && ((opts->rules && !opts->rules->plain_reads) || opts->weight_grads))
         return lp_fail(LP_ERR_ARG, "backward with %s: this run is lean (it keeps only what the plain input gradient reads)",
-                       opts->rules ? "a rule table" : "weight gradients");
+                       opts->weight_grads ? "weight gradients" : "a rule table that reads more than the plain backward");
     int of = m->n_outputs ? m->outputs[0] : -1, stop = -1;
     if (opts->of) LP_TRY(value_id(r, opts->of, &of));
     if (opts->stop_at) {

@@ -233,6 +233,8 @@ struct lp_rules {
     lp_backward_fn *fn;
     int n;
     void *user;
+    int plain_reads; /* every rule reads no more than its op's own backward (what
+                      * lp_op_backward_reads lists): a lean run may take the table */
 };
 
 /* The model a run executes (for the attribution methods). */

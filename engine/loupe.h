@@ -141,8 +141,10 @@ lp_status lp_run_set_forward_only(lp_run *r, int on);
  * at a captured layer): the forward keeps the outputs, the captured values and what
  * those gradients read (a ReLU's output, not its input; never a convolution's input),
  * and gradients other than the input's and the captured values' share the arena with
- * the forward's transients. Backward with a rule table or weight gradients is then
- * refused; lp_run_value and lp_run_grad give NULL for what was not kept. Off by default. */
+ * the forward's transients. Backward with weight gradients, or with a rule table
+ * that reads more than the plain backward (LRP's; guided backprop's and deconvnet's
+ * do not), is then refused; lp_run_value and lp_run_grad give NULL for what was not
+ * kept. Off by default. */
 lp_status lp_run_set_lean(lp_run *r, int on);
 /* A lean run whose gradients stop at value `stop_at` (Grad-CAM's layer; NULL: the
  * inputs, as lp_run_set_lean(r, 1)): it also drops what only the backward below that

@@ -27,11 +27,17 @@ typedef struct _lp_xctx {
 typedef lp_status (*_lp_method_fn)(_lp_xctx *x, lp_tensor **attr);
 
 /* What a method's passes read of the run, so lp_explain keeps no more: every value
- * (rule tables), the plain gradient's needs (a lean run, stopping at opts->layer when
+ * (rule tables that read more than the plain backward: LRP, DeepLIFT), the plain gradient's needs (a lean run, stopping at opts->layer when
  * there is one: the CAM layer, a layer attribution), the target scores and
  * opts->layer alone (a forward-only run), or those and what the tail from opts->layer
  * reads (a forward-only run whose tail re-runs: Ablation-CAM). */
-enum { _LP_KEEP_ALL = 0, _LP_KEEP_LEAN, _LP_KEEP_SCORES, _LP_KEEP_TAIL /* forward-only, the tail from opts->layer re-runnable */ };
+enum {
+    _LP_KEEP_ALL = 0,
+    _LP_KEEP_LEAN,       /* gradients stop at opts->layer when there is one */
+    _LP_KEEP_LEAN_INPUT, /* lean, gradients to the input even with a layer (Guided Grad-CAM) */
+    _LP_KEEP_SCORES,
+    _LP_KEEP_TAIL        /* forward-only, the tail from opts->layer re-runnable */
+};
 
 typedef struct _lp_method {
     const char *name;

@@ -688,6 +688,6 @@ const _lp_method _lp_methods_cam[] = {
     {"ablationcam", "relative score drop when each channel is zeroed (Desai & Ramaswamy 2020); one tail pass per channel",
      m_ablationcam, _LP_KEEP_TAIL},
     {"eigencam", "first principal component of the feature map (Muhammad & Yeasin 2020); no target", m_eigencam, _LP_KEEP_SCORES},
-    {"guided_gradcam", "guided backprop times the upsampled Grad-CAM (Selvaraju et al. 2017)", m_guided_gradcam, _LP_KEEP_ALL},
+    {"guided_gradcam", "guided backprop times the upsampled Grad-CAM (Selvaraju et al. 2017)", m_guided_gradcam, _LP_KEEP_LEAN_INPUT},
     {NULL, NULL, NULL, 0},
 };

@@ -107,7 +107,8 @@ static lp_status check_layers(lp_model *m, lp_explain_opts *o) {
 /* The run mode method `meth` needs (layer: opts->layer, resolved). */
 static _lp_keep method_keep(const lp_model *m, const _lp_method *meth, const char *layer) {
     int id = layer ? lp_model_find_value(m, layer) : -1;
-    _lp_keep k = {meth->keep == _LP_KEEP_SCORES || meth->keep == _LP_KEEP_TAIL, meth->keep == _LP_KEEP_LEAN, -1, -1};
+    _lp_keep k = {meth->keep == _LP_KEEP_SCORES || meth->keep == _LP_KEEP_TAIL,
+                  meth->keep == _LP_KEEP_LEAN || meth->keep == _LP_KEEP_LEAN_INPUT, -1, -1};
     if (meth->keep == _LP_KEEP_LEAN) k.lean_root = id;
     if (meth->keep == _LP_KEEP_TAIL) k.tail_root = id;
     return k;

@@ -138,6 +138,7 @@ static lp_status deconv_relu(lp_ctx *c, const lp_node *n, lp_tensor *const *in, 
 lp_status _lp_guided_rules(lp_rules *r, int deconvnet) {
     LP_TRY(_lp_rules_new(r, NULL));
     _lp_rules_set(r, "Relu", deconvnet ? deconv_relu : guided_relu);
+    r->plain_reads = 1; /* a Relu's output at most, as its own backward */
     return LP_OK;
 }
 
@@ -413,7 +414,7 @@ const _lp_method _lp_methods_grad[] = {
      m_integrated_gradients, _LP_KEEP_LEAN},
     {"gradient_shap", "expected gradients from random points between baseline and noisy input", m_gradient_shap, _LP_KEEP_LEAN},
     {"guided_backprop", "ReLUs pass only positive gradients where the input was positive (Springenberg et al. 2014)",
-     m_guided_backprop, _LP_KEEP_ALL},
-    {"deconvnet", "ReLUs pass the positive part of the gradient (Zeiler & Fergus 2014)", m_deconvnet, _LP_KEEP_ALL},
+     m_guided_backprop, _LP_KEEP_LEAN},
+    {"deconvnet", "ReLUs pass the positive part of the gradient (Zeiler & Fergus 2014)", m_deconvnet, _LP_KEEP_LEAN},
     {NULL, NULL, NULL, 0},
 };

@@ -341,7 +341,7 @@ static void test_rule_override(void **state) {
     lp_backward_fn fns[256] = {0};
     assert_true(lp_op_count() <= 256);
     fns[lp_op_index(lp_op_find("Relu"))] = relu_passthrough;
-    lp_rules rules = {fns, lp_op_count(), NULL};
+    lp_rules rules = {fns, lp_op_count(), NULL, 0};
     bo.rules = &rules;
     assert_int_equal(lp_run_backward(r, &bo), LP_OK);
     gc = lp_run_grad(r, "c");
@@ -430,10 +430,12 @@ static void test_lean(void **state) {
     assert_int_equal(lp_run_backward(lean, &wg), LP_ERR_ARG);
     assert_non_null(strstr(lp_last_error(), "lean"));
     lp_backward_fn fns[256] = {0};
-    lp_rules rules = {fns, lp_op_count(), NULL};
+    lp_rules rules = {fns, lp_op_count(), NULL, 0};
     lp_backward_opts ru = {.rules = &rules};
     assert_int_equal(lp_run_backward(lean, &ru), LP_ERR_ARG);
     assert_non_null(strstr(lp_last_error(), "rule table"));
+    rules.plain_reads = 1; /* reads what the plain backward reads (guided backprop's): taken */
+    assert_int_equal(lp_run_backward(lean, &ru), LP_OK);
     int64_t rs[4] = {2, K, H, W};
     lp_tensor *rv;
     assert_int_equal(lp_tensor_new(&rv, LP_DEVICE_CPU, LP_F32, 4, rs), LP_OK);
