@@ -382,37 +382,21 @@ static void conv_case(const lp_backend *be, const char *prec, const lp_conv_desc
     const int64_t nw = (int64_t)d->k * (d->c / d->groups) * d->kh * d->kw;
     float *x = hrand(nx, -1, 1), *w = hrand(nw, -1, 1), *b = hrand(d->k, -1, 1), *dy = hrand(ny, -1, 1);
     tw t;
-    if (tw_begin(&t, be, "conv_fwd", "%s", lab)) {
-        float *gx = tw_dev(&t, x, nx), *gw = tw_dev(&t, w, nw), *gb = tw_dev(&t, b, d->k);
-        outbuf y;
-        out_init(&t, &y, ny, -1, 1);
-        REF_CALL(&t, conv_fwd, d, x, w, bias ? b : NULL, y.want);
-        DUT_CALL(&t, conv_fwd, d, gx, gw, bias ? gb : NULL, y.dev);
-        out_check(&t, &y, "y", 0, tol);
-        tw_end(&t);
-    }
-    if (tw_begin(&t, be, "conv_fwd", "%s +relu", lab)) { /* the executor's fused Conv+Relu */
-        lp_conv_desc dr = *d;
-        dr.relu = 1;
-        float *gx = tw_dev(&t, x, nx), *gw = tw_dev(&t, w, nw), *gb = tw_dev(&t, b, d->k);
-        outbuf y;
-        out_init(&t, &y, ny, -1, 1);
-        REF_CALL(&t, conv_fwd, &dr, x, w, bias ? b : NULL, y.want);
-        DUT_CALL(&t, conv_fwd, &dr, gx, gw, bias ? gb : NULL, y.dev);
-        out_check(&t, &y, "y", 0, tol);
-        tw_end(&t);
-    }
-    if (tw_begin(&t, be, "conv_fwd", "%s +acc +relu", lab)) { /* y = relu(y + conv + b): ConvTranspose's dx */
-        lp_conv_desc da = *d;
-        da.accumulate = da.relu = 1;
-        float *gx = tw_dev(&t, x, nx), *gw = tw_dev(&t, w, nw), *gb = tw_dev(&t, b, d->k);
-        outbuf y;
-        out_init(&t, &y, ny, -1, 1);
-        REF_CALL(&t, conv_fwd, &da, x, w, bias ? b : NULL, y.want);
-        DUT_CALL(&t, conv_fwd, &da, gx, gw, bias ? gb : NULL, y.dev);
-        out_check(&t, &y, "y", 1, tol);
-        tw_end(&t);
-    }
+    /* Plain; with the executor's fused ReLU; accumulating before it (y = relu(y + conv
+     * + b): ConvTranspose's input gradient). */
+    static const struct { int relu, acc; const char *tag; } fwd[] = {{0, 0, ""}, {1, 0, " +relu"}, {1, 1, " +acc +relu"}};
+    for (int v = 0; v < 3; v++)
+        if (tw_begin(&t, be, "conv_fwd", "%s%s", lab, fwd[v].tag)) {
+            lp_conv_desc dv = *d;
+            dv.relu = fwd[v].relu, dv.accumulate = fwd[v].acc;
+            float *gx = tw_dev(&t, x, nx), *gw = tw_dev(&t, w, nw), *gb = tw_dev(&t, b, d->k);
+            outbuf y;
+            out_init(&t, &y, ny, -1, 1);
+            REF_CALL(&t, conv_fwd, &dv, x, w, bias ? b : NULL, y.want);
+            DUT_CALL(&t, conv_fwd, &dv, gx, gw, bias ? gb : NULL, y.dev);
+            out_check(&t, &y, "y", fwd[v].acc, tol);
+            tw_end(&t);
+        }
     if (tw_begin(&t, be, "conv_bwd_data", "%s", lab)) {
         float *gdy = tw_dev(&t, dy, ny), *gw = tw_dev(&t, w, nw);
         outbuf dx;
