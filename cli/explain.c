@@ -396,7 +396,7 @@ int cmd_explain(int argc, char **argv) {
         eo.method = methods[k];
         eo.progress = on_progress;
         eo.user = &pc;
-        lp_explain_info info = {targets, scores, 0};
+        lp_explain_info info = {targets, scores, 0, NULL};
         double t0 = cli_now();
         lp_tensor *attr = NULL;
         lp_status s = lp_explain(r, x, &eo, &attr, &info);
@@ -409,8 +409,11 @@ int cmd_explain(int argc, char **argv) {
         rep.res[rep.n_res].attr = attr;
         rep.res[rep.n_res].seconds = cli_now() - t0;
         rep.res[rep.n_res].passes = info.passes;
+        rep.res[rep.n_res].layer = info.layer;
         rep.n_res++;
-        fprintf(stderr, "%-21s %8.3f s  (%d passes)\n", methods[k], rep.res[rep.n_res - 1].seconds, info.passes);
+        fprintf(stderr, "%-21s %8.3f s  (%d pass%s%s%s%s)\n", methods[k], rep.res[rep.n_res - 1].seconds, info.passes,
+                info.passes == 1 ? "" : "es", info.layer ? ", layer '" : "", info.layer ? info.layer : "",
+                info.layer ? "'" : "");
     }
     /* The probability of each input's target class, for the page. */
     if (eo.target.kind == LP_TARGET_TOP1 || eo.target.kind == LP_TARGET_CLASS) {

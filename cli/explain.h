@@ -13,6 +13,7 @@ typedef struct explain_method_result {
     lp_tensor *attr;      /* N x C' x H' x W' host, as lp_explain returns it */
     double seconds;
     int passes;
+    const char *layer;    /* the layer it read (CAMs, --layer), or NULL */
 } explain_method_result;
 
 typedef struct explain_report {

@@ -305,6 +305,11 @@ static int write_html(const explain_report *r, const char *const *stems, const c
         fputs("<th>", f);
         html_esc(f, m->method);
         fprintf(f, "<small>%.3f s &middot; %d pass%s</small>", m->seconds, m->passes, m->passes == 1 ? "" : "es");
+        if (m->layer) {
+            fputs("<small>layer ", f);
+            html_esc(f, m->layer);
+            fputs("</small>", f);
+        }
         if (cols[k].drawn) {
             int sgn = cols[k].sign == LP_SIGN_SIGNED;
             fprintf(f, "<small>%s &middot; %s over channels</small><div class=\"bar\" style=\"background:",

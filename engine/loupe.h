@@ -330,6 +330,8 @@ typedef struct lp_explain_info {
     int64_t *targets;           /* per input: the class explained (-1 for neuron targets) */
     float *scores;              /* per input: the target score f(x) */
     int passes;                 /* forward(+backward) passes run */
+    const char *layer;          /* out: the layer the method read (a CAM's, the one given to a
+                                 * gradient method; owned by the model), NULL for the input */
 } lp_explain_info;
 
 /* Attribution of `input` (N x C x H x W host or device, preprocessed) on run `r`'s

@@ -208,6 +208,7 @@ lp_status lp_explain(lp_run *r, const lp_tensor *input, const lp_explain_opts *o
         if (info->targets) memcpy(info->targets, x.targets, (size_t)x.n * sizeof *x.targets);
         if (info->scores) memcpy(info->scores, x.scores, (size_t)x.n * sizeof *x.scores);
         info->passes = x.passes;
+        info->layer = o.layer;
     }
     if (s != LP_OK) {
         lp_tensor_free(*attr);

@@ -73,7 +73,7 @@ static lp_status explain(lp_model *m, const lp_tensor *x, const char *method, co
     o.method = method;
     o.lrp = lrp;
     int64_t targets[N];
-    lp_explain_info info = {targets, scores, 0};
+    lp_explain_info info = {targets, scores, 0, NULL};
     lp_status s = lp_explain(r, x, &o, attr, &info);
     lp_run_free(r);
     return s;
