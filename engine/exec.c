@@ -197,9 +197,19 @@ static void drop_plan(lp_run *r) {
     r->has_forward = 0;
 }
 
+/* Gradients stop, and tails re-run, at float values the graph computes (or its input). */
+static lp_status activation_id(const lp_run *r, int id, const char *what) {
+    const lp_value *v = &r->m->values[id];
+    if (v->dtype != LP_F32 || v->init)
+        return lp_fail(LP_ERR_ARG, "%s '%s': a constant or integer value, not an activation", what, v->name);
+    return LP_OK;
+}
+
 lp_status _lp_run_set_keep(lp_run *r, const _lp_keep *k) {
     const int fo = k->forward_only && !k->lean, lean = k->lean;
     const int root = lean ? k->lean_root : -1, tail = fo ? k->tail_root : -1;
+    if (root >= 0) LP_TRY(activation_id(r, root, "lean run stopping at"));
+    if (tail >= 0) LP_TRY(activation_id(r, tail, "forward-only run re-running from"));
     if (fo == r->forward_only && lean == r->lean && root == r->lean_root && tail == r->tail_root) return LP_OK;
     if ((fo || lean) && !r->fuse) LP_TRY(plan_fusion(r));
     drop_plan(r); /* what the old mode kept is not what the new one needs */
@@ -227,8 +237,6 @@ lp_status lp_run_set_lean(lp_run *r, int on) {
 lp_status lp_run_set_lean_at(lp_run *r, const char *stop_at) {
     int id = -1;
     if (stop_at) LP_TRY(value_id(r, stop_at, &id));
-    if (id >= 0 && (r->m->values[id].dtype != LP_F32 || r->m->values[id].init))
-        return lp_fail(LP_ERR_ARG, "lean run stopping at '%s': a constant or integer value, not an activation", stop_at);
     _lp_keep k = {0, 1, id, -1};
     return _lp_run_set_keep(r, &k);
 }
@@ -577,7 +585,8 @@ static lp_status run_pass(lp_run *r, int phase, int graphed, int of, int wgrads,
 
 void lp_run_speed_info(const lp_run *r, lp_run_speed *out) {
     out->fused = 0;
-    for (int i = 0; planned(r) && r->fused && i < r->m->n_nodes; i++) out->fused += r->fused[i];
+    for (int i = 0; planned(r) && r->fused && i < r->m->n_nodes; i++) /* as the passes run it (captures unfuse) */
+        out->fused += r->fused[i] && fusion_partner(r, r->m->values[r->m->nodes[i].in[0]].producer) == i;
     out->held_bytes = r->arena ? (int64_t)r->arena->nbytes : 0;
     for (int v = 0; v < r->m->n_values; v++) {
         const lp_tensor *a = r->val[v], *g = r->grad[v];
@@ -822,7 +831,7 @@ static lp_status lean_covers(const lp_run *r, const char *req) {
     if (v == m->n_values) return LP_OK;
     const char *root = m->values[r->lean_root].name;
     return lp_fail(LP_ERR_ARG, "backward needs the gradient of '%s', but this lean run keeps only what gradients down to "
-                   "'%s' read (stop at '%s' or a value after it)", m->values[v].name, root, root);
+                   "'%s' read (stop at '%s' or a value it feeds)", m->values[v].name, root, root);
 }
 
 lp_status lp_run_backward(lp_run *r, const lp_backward_opts *opts) {
@@ -838,6 +847,7 @@ lp_status lp_run_backward(lp_run *r, const lp_backward_opts *opts) {
     if (opts->of) LP_TRY(value_id(r, opts->of, &of));
     if (opts->stop_at) {
         LP_TRY(value_id(r, opts->stop_at, &stop));
+        LP_TRY(activation_id(r, stop, "backward stopping at"));
         if (opts->weight_grads)
             return lp_fail(LP_ERR_ARG, "backward stopping at '%s' cannot also take weight gradients", opts->stop_at);
     }
@@ -876,7 +886,8 @@ lp_status lp_run_backward(lp_run *r, const lp_backward_opts *opts) {
     backward_arg ba = {opts, req, of};
     /* Rules may carry host state the kernels are launched with: only the plain
      * gradient is graphed. */
-    s = run_pass(r, 1, graphs_on(r) && !opts->rules, of, opts->weight_grads | (stop + 1) << 1, backward_nodes, &ba);
+    s = run_pass(r, 1, graphs_on(r) && !opts->rules, of, (opts->weight_grads ? 1 : 0) | (stop + 1) << 1, backward_nodes,
+                 &ba);
 out:
     free(req);
     return s;

@@ -166,7 +166,9 @@ typedef struct lp_ctx {
     void *rule_user; /* backward: the rule table's `user` (NULL without rules) */
     int fuse_relu;   /* forward: the node's output goes straight through a ReLU (Conv only;
                       * the executor fuses a Relu that is a convolution's only reader) */
-    const struct lp_tensor *aux; /* what the op's derive made for this node in this run, or NULL */
+    const struct lp_tensor *aux; /* what the op's derive made for this node in this run, or NULL;
+                                  * the op may keep scratch in it (one node of one run, one
+                                  * stream: BatchNormalization's gradient sums) */
 } lp_ctx;
 
 /* Ops' forward/backward see tensors on the run's device; int64 tensors (shapes,

@@ -149,7 +149,7 @@ lp_status lp_run_set_lean(lp_run *r, int on);
 /* A lean run whose gradients stop at value `stop_at` (Grad-CAM's layer; NULL: the
  * inputs, as lp_run_set_lean(r, 1)): it also drops what only the backward below that
  * value would read. Its backward passes must then stop there too (lp_backward_opts
- * .stop_at, or a value after it); the value itself and its gradient are kept. */
+ * .stop_at, or a value it feeds); the value itself and its gradient are kept. */
 lp_status lp_run_set_lean_at(lp_run *r, const char *stop_at);
 /* What the executor's speed paths did in this run: Conv+Relu pairs computed as one
  * pass (forward-only runs), and passes replayed from a CUDA graph (CUDA runs). */

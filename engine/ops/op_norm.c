@@ -100,7 +100,6 @@ enum {
     AUX_R,         /* r = (var + eps)^-1/2: d scale = r sum dy (x - mean) */
     AUX_D_MEAN,    /* -scale r: d mean = -scale r sum dy */
     AUX_D_VAR,     /* -scale r^3 / 2: d var = -scale r^3 / 2 sum dy (x - mean) */
-    AUX_ZERO,
     AUX_SUM_DYX,   /* scratch from here on */
     AUX_SUM_DY,
     AUX_CENTRED,   /* sum dy (x - mean) */
@@ -161,7 +160,7 @@ static lp_status bn_backward_derived(lp_ctx *c, lp_tensor *const *in, lp_tensor 
         if (!din[i + 1]) continue;
         const float *g = at[from[i]];
         if (coef[i] >= 0) {
-            LP_TRY(be->channel_affine_fwd(1, (int)C, 1, g, at[coef[i]], at[AUX_ZERO], at[AUX_TMP]));
+            LP_TRY(be->channel_affine_fwd(1, (int)C, 1, g, at[coef[i]], NULL, at[AUX_TMP]));
             g = at[AUX_TMP];
         }
         LP_TRY(_lp_acc(be, C, g, din[i + 1]->data));

@@ -186,6 +186,17 @@ static void test_stop_graphs(void **state) {
             (long long)replays(graphed), 2 * np);
     assert_true(replays(at) >= 6);
     assert_true(replays(graphed) > 0);
+    /* Weight gradients (any non-zero weight_grads: here the value that, packed into the
+     * graph key unnormalised, once equalled a stop at the input) after graphed passes
+     * that stop at the input: a pass of another kind, never a replay of those. */
+    lp_backward_opts at_input = {.stop_at = "input"}, wg = {.weight_grads = (lp_model_find_value(m, "input") + 1) * 2};
+    for (int p = 0; p < 3; p++) {
+        assert_int_equal(lp_run_forward(graphed, x), LP_OK);
+        assert_int_equal(lp_run_backward(graphed, &at_input), LP_OK);
+    }
+    assert_int_equal(lp_run_forward(graphed, x), LP_OK);
+    assert_int_equal(lp_run_backward(graphed, &wg), LP_OK);
+    assert_non_null(lp_run_grad(graphed, "conv1.weight"));
     lp_tensor_free(x);
     lp_run_free(cpu);
     lp_run_free(graphed);

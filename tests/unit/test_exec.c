@@ -495,8 +495,17 @@ static void test_stop_at(void **state) {
     /* A backward to the input would read what the stopping run dropped. */
     assert_int_equal(lp_run_backward(at, &whole), LP_ERR_ARG);
     assert_non_null(strstr(lp_last_error(), "down to 'r'"));
-    lp_backward_opts wg = {.stop_at = "r", .weight_grads = 1};
+    lp_backward_opts wg = {.stop_at = "r", .weight_grads = 1}, at_w = {.stop_at = "w"};
     assert_int_equal(lp_run_backward(full, &wg), LP_ERR_ARG);
+    assert_int_equal(lp_run_backward(full, &at_w), LP_ERR_ARG); /* a weight is no place to stop */
+    /* Stopping at the convolution's output: that pair is not fused (the value is kept as
+     * computed), and the speed counters say so. */
+    assert_int_equal(lp_run_set_lean_at(at, "c"), LP_OK);
+    assert_int_equal(lp_run_forward(at, x), LP_OK);
+    assert_non_null(lp_run_value(at, "c"));
+    lp_run_speed sc;
+    lp_run_speed_info(at, &sc);
+    assert_int_equal(sc.fused, 0);
     assert_int_equal(lp_run_set_lean_at(at, "w"), LP_ERR_ARG); /* a weight, not an activation */
     assert_int_equal(lp_run_set_lean_at(at, "nope"), LP_ERR_ARG);
     /* Stopping after the Relu: its output, which a plain lean run keeps for the Relu's
