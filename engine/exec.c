@@ -176,6 +176,11 @@ static int fusion_partner(const lp_run *r, int i) {
     return j;
 }
 
+/* Is node i a Relu that its convolution computed (skipped in this pass)? */
+static int fused_away(const lp_run *r, int i) {
+    return planned(r) && r->fused && r->fused[i] && fusion_partner(r, r->m->values[r->m->nodes[i].in[0]].producer) == i;
+}
+
 /* Forget the memory plan: every activation and gradient the run made goes (the next
  * forward makes them again, as the mode then says). */
 static void drop_plan(lp_run *r) {
@@ -402,7 +407,7 @@ static lp_status ensure_plan(lp_run *r) {
         const lp_node *n = &m->nodes[i];
         for (int k = 0; k < n->n_in; k++) /* a gradient's first step: its last reader's backward */
             if (n->in[k] >= 0) gfirst[n->in[k]] = 2 * T - 1 - i;
-        if (r->fused[i] && fusion_partner(r, m->values[n->in[0]].producer) == i) continue;
+        if (fused_away(r, i)) continue;
         const int fj = fusion_partner(r, i);
         for (int k = 0; k < n->n_in; k++)
             if (n->in[k] >= 0) last[n->in[k]] = i;
@@ -585,8 +590,7 @@ static lp_status run_pass(lp_run *r, int phase, int graphed, int of, int wgrads,
 
 void lp_run_speed_info(const lp_run *r, lp_run_speed *out) {
     out->fused = 0;
-    for (int i = 0; planned(r) && r->fused && i < r->m->n_nodes; i++) /* as the passes run it (captures unfuse) */
-        out->fused += r->fused[i] && fusion_partner(r, r->m->values[r->m->nodes[i].in[0]].producer) == i;
+    for (int i = 0; i < r->m->n_nodes; i++) out->fused += fused_away(r, i); /* as run: captures unfuse */
     out->held_bytes = r->arena ? (int64_t)r->arena->nbytes : 0;
     for (int v = 0; v < r->m->n_values; v++) {
         const lp_tensor *a = r->val[v], *g = r->grad[v];
@@ -605,7 +609,7 @@ static lp_status run_node(lp_run *r, lp_ctx *c, int i, int *skip) {
     const lp_node *n = &m->nodes[i];
     lp_tensor *in[LP_MAX_IO], *out[LP_MAX_IO];
     const int fj = planned(r) ? fusion_partner(r, i) : -1;
-    *skip = planned(r) && r->fused[i] && fusion_partner(r, m->values[n->in[0]].producer) == i;
+    *skip = fused_away(r, i);
     if (*skip) return LP_OK; /* this ReLU ran inside its convolution */
     for (int k = 0; k < n->n_in; k++) in[k] = n->in[k] >= 0 ? r->val[n->in[k]] : NULL;
     for (int k = 0; k < n->n_out; k++) {
@@ -645,10 +649,7 @@ lp_status lp_run_forward(lp_run *r, const lp_tensor *input) {
         return lp_fail(LP_ERR_SHAPE, "input is %s but the model '%s' expects %s (batch may differ)",
                        lp_shape_fmt(&is, a, sizeof a), m->path ? m->path : "model", lp_shape_fmt(decl, b, sizeof b));
     LP_TRY(bind_constants(r));
-    lp_status s = _lp_model_shapes_for(m, &is, r->shapes); /* shapes for this batch */
-    if (s != LP_OK)
-        return lp_fail_prefix(s, "input %s (model declares %s)", lp_shape_fmt(&is, a, sizeof a),
-                              lp_shape_fmt(decl, b, sizeof b));
+    LP_TRY(_lp_model_shapes_for(m, &is, r->shapes)); /* shapes for this batch */
     if (planned(r)) LP_TRY(ensure_plan(r));
     LP_TRY(ensure_tensor(r, in_id, &is, LP_F32));
     if (input->device == r->dev)
@@ -668,10 +669,6 @@ lp_status lp_run_forward(lp_run *r, const lp_tensor *input) {
 
 
 lp_model *_lp_run_model(const lp_run *r) { return r->m; }
-
-
-
-
 
 /* Only the nodes downstream of `name` run again, so a method that edits one
  * activation many times (Ablation-CAM) pays for the tail of the network alone. A

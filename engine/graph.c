@@ -326,11 +326,19 @@ lp_status lp_node_infer(const lp_model *m, const lp_node *n, lp_shape *shapes) {
     return LP_OK;
 }
 
-/* Every value's shape when the model's first input is `input` (a batch of any size). */
+/* Every value's shape when the model's first input is `input` (a batch of any size);
+ * a node that cannot take it fails with the input's and the declared shape. */
 lp_status _lp_model_shapes_for(const lp_model *m, const lp_shape *input, lp_shape *shapes) {
     for (int v = 0; v < m->n_values; v++) shapes[v] = m->values[v].shape;
     if (m->n_inputs) shapes[m->inputs[0]] = *input;
-    for (int i = 0; i < m->n_nodes; i++) LP_TRY(lp_node_infer(m, &m->nodes[i], shapes));
+    for (int i = 0; i < m->n_nodes; i++) {
+        lp_status s = lp_node_infer(m, &m->nodes[i], shapes);
+        if (s != LP_OK) {
+            char a[96], b[96];
+            return lp_fail_prefix(s, "input %s (model declares %s)", lp_shape_fmt(input, a, sizeof a),
+                                  m->n_inputs ? lp_shape_fmt(&m->values[m->inputs[0]].shape, b, sizeof b) : "none");
+        }
+    }
     return LP_OK;
 }
 
