@@ -378,7 +378,7 @@ static lp_status validate(lp_model *m, const bench_opts *o, int k, const lp_tens
 typedef struct cell_result {
     double ips, peak_mib, secs;
     int iters, passes; /* timed; all, warm-up included */
-    lp_run_speed speed; /* fused Conv+Relu pairs, passes replayed from CUDA graphs */
+    lp_run_speed speed; /* fused Conv+Relu pairs, packed values, passes replayed from CUDA graphs */
 } cell_result;
 
 /* One timed cell: forward (grad = 0) or forward + input backward (grad = 1) at `batch`. */
@@ -455,11 +455,10 @@ static void print_row(const model_row *mr, int k, int g, int batch, const cell_r
     fmt_num(tm, sizeof tm, pc->have ? pc->peak_mib : 0, "%.0f");
     if (validated) snprintf(val, sizeof val, "%.2e (<= %.1e)", e, bound);
     else snprintf(val, sizeof val, "not validated");
-    char sp[64] = "-";
-    if (lr && g) snprintf(sp, sizeof sp, "%d Conv+Relu fused, %lld of %d passes from graphs", lr->speed.fused,
-                          (long long)lr->speed.graph_replays / 2, lr->passes);
-    else if (lr) snprintf(sp, sizeof sp, "%d Conv+Relu fused, %lld of %d passes from graphs", lr->speed.fused,
-                          (long long)lr->speed.graph_replays, lr->passes);
+    char sp[96] = "-";
+    if (lr)
+        snprintf(sp, sizeof sp, "%d Conv+Relu fused, %d values packed, %lld of %d passes from graphs", lr->speed.fused,
+                 lr->speed.packed, (long long)lr->speed.graph_replays / (g ? 2 : 1), lr->passes);
     printf("%-9s %-4s %-7s %5d | %11s | %11s | %6s | %9s | %9s | %-24s | %-5s | %s", mr->name,
            lp_precision_name((lp_precision)k), g ? "in-grad" : "forward", batch, l, t, ratio, lm, tm, val,
            !validated ? "-" : (e <= bound ? "ok" : "WRONG"), sp);

@@ -52,11 +52,13 @@ struct lp_run {
     lp_tensor *arena;
     char *transient;   /* per value: its activation lives in the arena (read only in the forward) */
     char *gtransient;  /* per value: its gradient lives in the arena (read only in the backward) */
+    char *packed;      /* per value (forward-only, lp_backend.packed): stored packed, bf16 NHWC */
     lp_shape *plan_shapes; /* the shapes the plan was made for */
     int plan_ok;       /* the plan matches the run's mode and captures */
 };
 
 static int planned(const lp_run *r) { return r->forward_only || r->lean; }
+static void drop_plan(lp_run *r);
 
 static lp_status value_id(const lp_run *r, const char *name, int *id) {
     *id = lp_model_find_value(r->m, name);
@@ -101,6 +103,7 @@ lp_status lp_run_set_precision(lp_run *r, lp_precision p) {
                        lp_precision_name(p));
     const lp_backend *be = lp_backend_cuda_precision(p);
     if (!be) return LP_ERR_DEVICE;
+    if (be != r->be && planned(r)) drop_plan(r); /* which values are packed depends on it */
     r->be = be;
     return LP_OK;
 }
@@ -122,6 +125,7 @@ void lp_run_free(lp_run *r) {
     lp_tensor_free(r->arena);
     free(r->transient);
     free(r->gtransient);
+    free(r->packed);
     free(r->plan_shapes);
     for (int p = 0; p < 2; p++) {
         lp_cuda_graph_free(r->pg[p].g);
@@ -181,6 +185,12 @@ static int fused_away(const lp_run *r, int i) {
     return planned(r) && r->fused && r->fused[i] && fusion_partner(r, r->m->values[r->m->nodes[i].in[0]].producer) == i;
 }
 
+/* Forget the Add+Relu pairs a packing plan fused (plan_packing). */
+static void unfuse_adds(lp_run *r) {
+    for (int i = 0; r->fuse && i < r->m->n_nodes; i++)
+        if (r->fuse[i] >= 0 && strcmp(r->m->nodes[i].op->type, "Conv")) r->fused[r->fuse[i]] = 0, r->fuse[i] = -1;
+}
+
 /* Forget the memory plan: every activation and gradient the run made goes (the next
  * forward makes them again, as the mode then says). */
 static void drop_plan(lp_run *r) {
@@ -198,6 +208,8 @@ static void drop_plan(lp_run *r) {
     r->arena = NULL;
     if (r->transient) memset(r->transient, 0, (size_t)r->m->n_values);
     if (r->gtransient) memset(r->gtransient, 0, (size_t)r->m->n_values);
+    if (r->packed) memset(r->packed, 0, (size_t)r->m->n_values);
+    unfuse_adds(r);
     r->plan_ok = 0;
     r->has_forward = 0;
 }
@@ -286,7 +298,7 @@ static lp_status derive_constants(lp_run *r) {
     lp_model *m = r->m;
     if (r->aux_gen == m->weights_gen) return LP_OK;
     if (!r->aux && !(r->aux = lp_calloc((size_t)m->n_nodes + 1, sizeof *r->aux))) return LP_ERR_OOM;
-    lp_ctx c = {r->be, m, NULL, 0, NULL};
+    lp_ctx c = {.be = r->be, .model = m};
     for (int i = 0; i < m->n_nodes; i++) {
         lp_tensor_free(r->aux[i]);
         r->aux[i] = NULL;
@@ -379,6 +391,83 @@ static void plan_keep(const lp_run *r, const char *req, char *keep) {
     }
 }
 
+static int pools(const lp_node *n) {
+    const char *t = n->op->type;
+    return !strcmp(t, "MaxPool") || !strcmp(t, "AveragePool") || !strcmp(t, "GlobalMaxPool") ||
+           !strcmp(t, "GlobalAveragePool");
+}
+
+/* Can node i hold value v packed (lp_backend.packed), as its output or (as_input)
+ * an input? Convolutions read and write the layout directly (v as the data input,
+ * not a weight), and so does pooling; Relu and same-shape Add are elementwise, so any
+ * layout is theirs. */
+static int packs(const lp_run *r, int i, int v, int as_input) {
+    const lp_node *n = &r->m->nodes[i];
+    const char *t = n->op->type;
+    if (!strcmp(t, "Conv"))
+        return !as_input || (n->in[0] == v && n->in[1] != v && (n->n_in < 3 || n->in[2] != v));
+    if (!strcmp(t, "Relu")) return n->n_in == 1;
+    if (pools(n)) return n->in[0] == v || n->out[0] == v; /* not its unused Indices */
+    if (!strcmp(t, "Add"))
+        return n->n_in == 2 && n->in[0] >= 0 && n->in[1] >= 0 &&
+               lp_shape_eq(&r->shapes[n->in[0]], &r->shapes[n->out[0]]) &&
+               lp_shape_eq(&r->shapes[n->in[1]], &r->shapes[n->out[0]]);
+    return 0;
+}
+
+/* Which activations a forward-only run stores packed, as bf16 NHWC (backends with
+ * lp_backend.packed; LOUPE_PACK=0 turns it off): 4-D values it does not keep, that a
+ * Conv (or the Relu fused into one), a same-shape Add, a Relu or a pooling writes and
+ * only such nodes read. An Add's inputs and output are packed together or not at all;
+ * a Relu or a pooling may read a packed value and write it unpacked (where the network
+ * leaves its convolutions), not the reverse. Everything else stays fp32 NCHW, so other
+ * ops never see the layout. */
+static void plan_packing(lp_run *r, const char *keep) {
+    const lp_model *m = r->m;
+    char *pk = r->packed;
+    memset(pk, 0, (size_t)m->n_values);
+    unfuse_adds(r);
+    const char *off = getenv("LOUPE_PACK");
+    if (!r->forward_only || !r->be->packed || r->capture_all || (off && !strcmp(off, "0"))) return;
+    for (int v = 0; v < m->n_values; v++) {
+        const int p = m->values[v].producer;
+        pk[v] = !keep[v] && p >= 0 && m->values[v].dtype == LP_F32 && r->shapes[v].ndim == 4 &&
+                lp_shape_numel(&r->shapes[v]) > 0 &&
+                (fused_away(r, p) || (packs(r, p, v, 0) && fusion_partner(r, p) < 0)); /* else never stored */
+    }
+    for (int i = 0; i < m->n_nodes; i++)
+        for (int k = 0; k < m->nodes[i].n_in; k++) {
+            const int v = m->nodes[i].in[k];
+            if (v >= 0 && pk[v] && (fused_away(r, i) || !packs(r, i, v, 1))) pk[v] = 0;
+        }
+    for (int changed = 1; changed;) {
+        changed = 0;
+        for (int i = 0; i < m->n_nodes; i++) {
+            const lp_node *n = &m->nodes[i];
+            if (fused_away(r, i)) continue;
+            if (!strcmp(n->op->type, "Add")) {
+                const int a = pk[n->in[0]], b = pk[n->in[1]], o = pk[n->out[0]];
+                if ((a || b || o) && !(a && b && o)) pk[n->in[0]] = pk[n->in[1]] = pk[n->out[0]] = 0, changed = 1;
+            } else if ((!strcmp(n->op->type, "Relu") || pools(n)) && pk[n->out[0]] && !pk[n->in[0]]) {
+                pk[n->out[0]] = 0, changed = 1;
+            }
+        }
+    }
+    /* A packed Add whose only reader is a packed Relu computes the Relu too (a
+     * ResNet's residual sum is never stored), as a Conv does its Relu. */
+    for (int j = 0; j < m->n_nodes; j++) {
+        const lp_node *n = &m->nodes[j];
+        if (strcmp(n->op->type, "Relu") || fused_away(r, j) || !pk[n->in[0]] || !pk[n->out[0]]) continue;
+        const int v = n->in[0], i = m->values[v].producer;
+        int readers = 0;
+        for (int q = 0; q < m->n_nodes; q++)
+            for (int k = 0; k < m->nodes[q].n_in; k++) readers += m->nodes[q].in[k] == v;
+        if (i < 0 || strcmp(m->nodes[i].op->type, "Add") || readers != 1) continue;
+        r->fuse[i] = j, r->fused[j] = 1;
+        pk[v] = 0; /* never stored */
+    }
+}
+
 /* The memory plan for this pass's shapes (see lp_run.arena). Steps 0..T-1 are the
  * forward's nodes, T..2T-1 the backward's, last node first. */
 static lp_status ensure_plan(lp_run *r) {
@@ -389,19 +478,21 @@ static lp_status ensure_plan(lp_run *r) {
     if (!r->plan_shapes) r->plan_shapes = lp_calloc((size_t)nv + 1, sizeof *r->plan_shapes);
     if (!r->transient) r->transient = lp_calloc((size_t)nv + 1, 1);
     if (!r->gtransient) r->gtransient = lp_calloc((size_t)nv + 1, 1);
+    if (!r->packed) r->packed = lp_calloc((size_t)nv + 1, 1);
     char *keep = lp_calloc((size_t)nv + 1, 1), *req = r->lean ? lp_calloc((size_t)nv + 1, 1) : NULL;
     int *first = lp_malloc(((size_t)nv + 1) * 2 * sizeof *first), *last = first ? first + nv + 1 : NULL;
     int *gfirst = lp_malloc(((size_t)nv + 1) * sizeof *gfirst);
     lp_plan_item *it = lp_malloc(((size_t)nv + 1) * 2 * sizeof *it);
     int *who = lp_malloc(((size_t)nv + 1) * 2 * sizeof *who); /* item -> value (+nv: its gradient) */
     lp_status s = LP_OK;
-    if (!r->plan_shapes || !r->transient || !r->gtransient || !keep || (r->lean && !req) || !first || !gfirst || !it ||
-        !who) {
+    if (!r->plan_shapes || !r->transient || !r->gtransient || !r->packed || !keep || (r->lean && !req) || !first ||
+        !gfirst || !it || !who) {
         s = LP_ERR_OOM;
         goto out;
     }
     if (req) grad_required(m, 0, r->lean_root, req);
     plan_keep(r, req, keep);
+    plan_packing(r, keep);
     for (int v = 0; v < nv; v++) first[v] = last[v] = gfirst[v] = -1;
     for (int i = 0; i < T; i++) {
         const lp_node *n = &m->nodes[i];
@@ -420,7 +511,7 @@ static lp_status ensure_plan(lp_run *r) {
     int ni = 0;
     for (int v = 0; v < nv; v++) {
         if (r->capture_all || keep[v] || m->values[v].producer < 0) continue;
-        const int64_t bytes = lp_shape_numel(&r->shapes[v]) * (int64_t)sizeof(float);
+        const int64_t bytes = lp_shape_numel(&r->shapes[v]) * (r->packed[v] ? 2 : (int64_t)sizeof(float));
         if (first[v] >= 0 && bytes > 0) {
             it[ni] = (lp_plan_item){(size_t)bytes, first[v], last[v], 0};
             who[ni++] = v;
@@ -453,6 +544,7 @@ static lp_status ensure_plan(lp_run *r) {
             break;
         }
         *t = lp_tensor_view(r->dev, LP_F32, &r->shapes[v], (char *)r->arena->data + it[k].offset);
+        if (!is_grad && r->packed[v]) t->nbytes = it[k].bytes; /* two bytes a value */
         if (is_grad) r->grad[v] = t;
         else r->val[v] = t, r->owned[v] = 1;
     }
@@ -589,8 +681,9 @@ static lp_status run_pass(lp_run *r, int phase, int graphed, int of, int wgrads,
 }
 
 void lp_run_speed_info(const lp_run *r, lp_run_speed *out) {
-    out->fused = 0;
+    out->fused = out->packed = 0;
     for (int i = 0; i < r->m->n_nodes; i++) out->fused += fused_away(r, i); /* as run: captures unfuse */
+    for (int v = 0; r->packed && planned(r) && v < r->m->n_values; v++) out->packed += r->packed[v];
     out->held_bytes = r->arena ? (int64_t)r->arena->nbytes : 0;
     for (int v = 0; v < r->m->n_values; v++) {
         const lp_tensor *a = r->val[v], *g = r->grad[v];
@@ -611,11 +704,17 @@ static lp_status run_node(lp_run *r, lp_ctx *c, int i, int *skip) {
     const int fj = planned(r) ? fusion_partner(r, i) : -1;
     *skip = fused_away(r, i);
     if (*skip) return LP_OK; /* this ReLU ran inside its convolution */
-    for (int k = 0; k < n->n_in; k++) in[k] = n->in[k] >= 0 ? r->val[n->in[k]] : NULL;
+    const char *pk = planned(r) ? r->packed : NULL;
+    c->pack_in = c->pack_out = 0;
+    for (int k = 0; k < n->n_in; k++) {
+        in[k] = n->in[k] >= 0 ? r->val[n->in[k]] : NULL;
+        if (pk && n->in[k] >= 0 && pk[n->in[k]]) c->pack_in |= 1u << k;
+    }
     for (int k = 0; k < n->n_out; k++) {
         int v = fj >= 0 ? m->nodes[fj].out[0] : n->out[k]; /* fused: the conv writes the ReLU's output */
         LP_TRY(ensure_tensor(r, v, &r->shapes[v], m->values[v].dtype));
         out[k] = r->val[v];
+        if (pk && pk[v]) c->pack_out |= 1u << k;
     }
     c->fuse_relu = fj >= 0;
     c->aux = r->aux[i];
@@ -630,7 +729,7 @@ static lp_status run_node(lp_run *r, lp_ctx *c, int i, int *skip) {
 /* The forward pass's nodes (the executor's loop; captured whole when graphs are on). */
 static lp_status forward_nodes(lp_run *r, void *arg) {
     (void)arg;
-    lp_ctx c = {r->be, r->m, NULL, 0, NULL};
+    lp_ctx c = {.be = r->be, .model = r->m};
     int skip;
     for (int i = 0; i < r->m->n_nodes; i++) LP_TRY(run_node(r, &c, i, &skip));
     return LP_OK;
@@ -700,7 +799,7 @@ lp_status _lp_run_forward_from(lp_run *r, const char *name, const lp_tensor *val
     if (!dirty) return LP_ERR_OOM;
     dirty[id] = 1;
     r->has_forward = 0; /* until the tail is consistent again */
-    lp_ctx c = {r->be, m, NULL, 0, NULL};
+    lp_ctx c = {.be = r->be, .model = m};
     for (int i = m->values[id].producer + 1; s == LP_OK && i < m->n_nodes; i++) {
         const lp_node *n = &m->nodes[i];
         int any = 0, skip;
@@ -768,7 +867,7 @@ static lp_status backward_nodes(lp_run *r, void *arg) {
     const lp_backward_opts *opts = a->opts;
     const char *req = a->req;
     lp_status s = LP_OK;
-    lp_ctx c = {r->be, m, opts->rules ? opts->rules->user : NULL, 0, NULL};
+    lp_ctx c = {.be = r->be, .model = m, .rule_user = opts->rules ? opts->rules->user : NULL};
     int last = m->values[a->of].producer;
     for (int i = last; i >= 0; i--) {
         const lp_node *n = &m->nodes[i];

@@ -164,11 +164,15 @@ typedef struct lp_ctx {
     const lp_backend *be;
     lp_model *model;
     void *rule_user; /* backward: the rule table's `user` (NULL without rules) */
-    int fuse_relu;   /* forward: the node's output goes straight through a ReLU (Conv only;
-                      * the executor fuses a Relu that is a convolution's only reader) */
+    int fuse_relu;   /* forward: the node's output goes straight through a ReLU (the
+                      * executor fuses a Relu that is a Conv's only reader, or a packed
+                      * Add's: see lp_backend.packed) */
     const struct lp_tensor *aux; /* what the op's derive made for this node in this run, or NULL;
                                   * the op may keep scratch in it (one node of one run, one
                                   * stream: BatchNormalization's gradient sums) */
+    unsigned pack_in, pack_out;  /* forward: bit k set when input / output k is a packed
+                                  * activation (lp_backend.packed; the executor packs only
+                                  * values of Conv, same-shape Add and Relu) */
 } lp_ctx;
 
 /* Ops' forward/backward see tensors on the run's device; int64 tensors (shapes,

@@ -152,9 +152,12 @@ lp_status lp_run_set_lean(lp_run *r, int on);
  * .stop_at, or a value it feeds); the value itself and its gradient are kept. */
 lp_status lp_run_set_lean_at(lp_run *r, const char *stop_at);
 /* What the executor's speed paths did in this run: Conv+Relu pairs computed as one
- * pass (forward-only runs), and passes replayed from a CUDA graph (CUDA runs). */
+ * pass (forward-only runs), activations stored packed as bf16 NHWC between
+ * convolutions (forward-only runs in bf16), and passes replayed from a CUDA graph
+ * (CUDA runs). */
 typedef struct lp_run_speed {
     int fused;
+    int packed;
     int64_t graph_replays;
     int64_t held_bytes; /* device bytes the run holds for activations and gradients (arena included) */
 } lp_run_speed;

@@ -4,6 +4,7 @@
 #ifndef LOUPE_BACKEND_COMMON_CUH
 #define LOUPE_BACKEND_COMMON_CUH
 
+#include <cuda_bf16.h>
 #include <cuda_runtime.h>
 #include <stdint.h>
 
@@ -16,5 +17,12 @@ static inline unsigned grid_for(int64_t n) {
     int64_t b = (n + LP_THREADS - 1) / LP_THREADS;
     return (unsigned)(b < 1 ? 1 : b > 65535 * 8 ? 65535 * 8 : b);
 }
+
+// bfloat16 as stored (uint16_t): round to nearest even, and back (exact).
+__device__ __forceinline__ uint16_t to_bf16(float v) {
+    __nv_bfloat16 h = __float2bfloat16_rn(v);
+    return *reinterpret_cast<uint16_t *>(&h);
+}
+__device__ __forceinline__ float from_bf16(uint16_t u) { return __uint_as_float((unsigned)u << 16); }
 
 #endif

@@ -2,19 +2,14 @@
 // fp32 -> bf16 (round to nearest even, as __float2bfloat16_rn), NCHW fp32 -> NHWC
 // bf16 for cuDNN's bf16 convolutions, and back to NCHW fp32 with bias, accumulation
 // and the fused ReLU folded into the same pass (one read, one write per element).
-// CPU twin: the same rounding in tests (bf16 = the upper 16 bits after RNE).
-#include <cuda_bf16.h>
+// Packed activations (lp_backend.packed: bf16 NHWC values that conv->conv edges keep)
+// get their own elementwise kernels: bias + ReLU in place after cuDNN, and Add / ReLU
+// on two packed operands. CPU twin: the same rounding in tests (bf16 = the upper 16
+// bits after RNE).
 #include <cuda_runtime.h>
 
 #include "backend_common.cuh"
 #include "cuda/cuda_kernels.h"
-
-__device__ __forceinline__ uint16_t to_bf16(float v) {
-    __nv_bfloat16 h = __float2bfloat16_rn(v);
-    return *reinterpret_cast<uint16_t *>(&h);
-}
-
-__device__ __forceinline__ float from_bf16(uint16_t u) { return __uint_as_float((unsigned)u << 16); }
 
 __global__ void f32_to_bf16_kernel(int64_t n, const float *x, uint16_t *y) { GRID_LOOP(i, n) y[i] = to_bf16(x[i]); }
 
@@ -71,6 +66,49 @@ __global__ void nhwc_to_nchw_kernel(int c, int64_t hw, const uint16_t *x, const 
     }
 }
 
+// Packed kernels read and write two values per 32-bit word (buffers are at least
+// 4-byte aligned); the last value of an odd count alone.
+__device__ __forceinline__ float lo16(uint32_t w) { return __uint_as_float(w << 16); }
+__device__ __forceinline__ float hi16(uint32_t w) { return __uint_as_float(w & 0xffff0000u); }
+__device__ __forceinline__ uint32_t pack2(float a, float b) {
+    return (uint32_t)to_bf16(a) | (uint32_t)to_bf16(b) << 16;
+}
+__device__ __forceinline__ float act(float v, int relu) { return relu && !(v > 0.f) ? 0.f : v; }
+
+// y = act(a (+ b)) on n packed values: the same layout on all three, so any.
+__global__ void add_bf16_kernel(int64_t n, const uint16_t *a, const uint16_t *b, uint16_t *y, int relu) {
+    GRID_LOOP(i, (n + 1) / 2) {
+        const int64_t e = 2 * i;
+        if (e + 1 < n) {
+            const uint32_t u = reinterpret_cast<const uint32_t *>(a)[i];
+            float v0 = lo16(u), v1 = hi16(u);
+            if (b) {
+                const uint32_t w = reinterpret_cast<const uint32_t *>(b)[i];
+                v0 += lo16(w), v1 += hi16(w);
+            }
+            reinterpret_cast<uint32_t *>(y)[i] = pack2(act(v0, relu), act(v1, relu));
+        } else {
+            y[e] = to_bf16(act(from_bf16(a[e]) + (b ? from_bf16(b[e]) : 0.f), relu));
+        }
+    }
+}
+
+// In place on NHWC y (n values, c channels innermost): y = act(y + bias[channel]).
+__global__ void bias_act_nhwc_bf16_kernel(int64_t n, int c, const float *bias, int relu, uint16_t *y) {
+    GRID_LOOP(i, (n + 1) / 2) {
+        const int64_t e = 2 * i;
+        const int c0 = (int)(e % c), c1 = c0 + 1 == c ? 0 : c0 + 1;
+        const float b0 = bias ? bias[c0] : 0.f, b1 = bias ? bias[c1] : 0.f;
+        if (e + 1 < n) {
+            uint32_t *w = reinterpret_cast<uint32_t *>(y) + i;
+            const uint32_t u = *w;
+            *w = pack2(act(lo16(u) + b0, relu), act(hi16(u) + b1, relu));
+        } else {
+            y[e] = to_bf16(act(from_bf16(y[e]) + b0, relu));
+        }
+    }
+}
+
 // Images go in launches of at most 65535 (the grid's z limit).
 #define FOR_IMAGE_BATCHES(n, b0, nb)                                                                                   \
     for (int b0 = 0, nb = (n) < 65535 ? (n) : 65535; b0 < (n); b0 += nb, nb = (n) - b0 < 65535 ? (n) - b0 : 65535)
@@ -105,6 +143,18 @@ int lp_k_nhwc_bf16_to_nchw(lp_stream s, int n, int c, int64_t hw, const uint16_t
         nhwc_to_nchw_kernel<<<tile_grid(c, hw, nb), dim3(TILE, TILE_ROWS), 0, (cudaStream_t)s>>>(
             c, hw, x + off, bias, y + off, accumulate, relu);
     }
+    LAUNCH_END;
+}
+
+int lp_k_add_bf16(lp_stream s, int64_t n, const uint16_t *a, const uint16_t *b, uint16_t *y, int relu) {
+    if (n <= 0) return 0;
+    add_bf16_kernel<<<grid_for((n + 1) / 2), LP_THREADS, 0, (cudaStream_t)s>>>(n, a, b, y, relu);
+    LAUNCH_END;
+}
+
+int lp_k_bias_act_nhwc_bf16(lp_stream s, int64_t n, int c, const float *bias, int relu, uint16_t *y) {
+    if (n <= 0 || c <= 0 || (!bias && !relu)) return 0;
+    bias_act_nhwc_bf16_kernel<<<grid_for((n + 1) / 2), LP_THREADS, 0, (cudaStream_t)s>>>(n, c, bias, relu, y);
     LAUNCH_END;
 }
 

@@ -1,6 +1,7 @@
 // backend_nn.cu — the CUDA backend's network kernels: max/average pooling (with pads,
 // dilation and partial windows), softmax / log-softmax over a middle axis, ONNX LRN,
-// the per-channel affine of inference BatchNormalization, and bias adds.
+// the per-channel affine of inference BatchNormalization, and bias adds. Pooling also
+// reads packed activations (bf16 NHWC, lp_backend.packed).
 // CPU twins: engine/cpu/cpu_pool.c and cpu_norm.c, formula for formula.
 // Backward passes gather (a thread per input element sums what reaches it) rather
 // than scatter, so there are no atomics and results are deterministic; max pooling
@@ -23,8 +24,18 @@ __device__ __forceinline__ int padded_taps(int start, int k, int dil, int n, int
     return pc;
 }
 
+// One image plane as pooling reads it: fp32 NCHW (f), or one channel of a packed bf16
+// NHWC image (h, `step` = its channel count apart). Neither: only the divisor is wanted.
+struct plane {
+    const float *f;
+    const uint16_t *h;
+    int64_t step;
+    __device__ bool any() const { return f || h; }
+    __device__ float operator[](int64_t i) const { return f ? f[i] : from_bf16(h[i * step]); }
+};
+
 // One window's result (fwd) and, for max, the flat index of its first maximum.
-__device__ float pool_window(const lp_pool_desc &d, const float *xp, int oy, int ox, int64_t *arg) {
+__device__ float pool_window(const lp_pool_desc &d, plane xp, int oy, int ox, int64_t *arg) {
     const int ys = oy * d.sh - d.ph0, xs = ox * d.sw - d.pw0;
     if (d.is_max) {
         float r = -INFINITY;
@@ -53,7 +64,7 @@ __device__ float pool_window(const lp_pool_desc &d, const float *xp, int oy, int
         for (int j = 0; j < d.kw; j++) {
             int ix = xs + j * d.dw;
             if (ix < 0 || ix >= d.w) continue;
-            if (xp) s += xp[(int64_t)iy * d.w + ix]; // NULL: the backward wants the divisor only
+            if (xp.any()) s += xp[(int64_t)iy * d.w + ix]; // neither: the backward wants the divisor only
             cnt++;
         }
     }
@@ -69,7 +80,21 @@ __global__ void pool_fwd_kernel(lp_pool_desc d, const float *x, float *y, int64_
     GRID_LOOP(i, total) {
         int64_t pl = i / ohw, r = i % ohw;
         int64_t arg;
-        y[i] = pool_window(d, x + pl * hw, (int)(r / d.ow), (int)(r % d.ow), &arg);
+        y[i] = pool_window(d, plane{x + pl * hw, nullptr, 1}, (int)(r / d.ow), (int)(r % d.ow), &arg);
+    }
+}
+
+// Pooling a packed x (bf16 NHWC): threads run over the outputs in NHWC order, so
+// neighbouring threads read neighbouring channels. y is packed too, or fp32 NCHW.
+__global__ void pool_fwd_packed_kernel(lp_pool_desc d, const uint16_t *x, void *y, int y_packed, int64_t total) {
+    const int64_t ohw = (int64_t)d.oh * d.ow, hw = (int64_t)d.h * d.w;
+    GRID_LOOP(i, total) {
+        const int ch = (int)(i % d.c);
+        const int64_t pos = i / d.c, b = pos / ohw, r = pos % ohw;
+        int64_t arg;
+        const float v = pool_window(d, plane{nullptr, x + b * hw * d.c + ch, d.c}, (int)(r / d.ow), (int)(r % d.ow), &arg);
+        if (y_packed) static_cast<uint16_t *>(y)[i] = to_bf16(v);
+        else static_cast<float *>(y)[(b * d.c + ch) * ohw + r] = v;
     }
 }
 
@@ -88,7 +113,8 @@ __global__ void pool_bwd_kernel(lp_pool_desc d, const float *x, const float *dy,
     GRID_LOOP(i, total) {
         int64_t pl = i / hw, r = i % hw;
         int iy = (int)(r / d.w), ix = (int)(r % d.w);
-        const float *xp = x ? x + pl * hw : nullptr, *gp = dy + pl * ohw; // average: x unread
+        const plane xp = {x ? x + pl * hw : nullptr, nullptr, 1}; // average: x unread
+        const float *gp = dy + pl * ohw;
         int ylo, yhi, xlo, xhi;
         covering(iy, d.ph0, d.kh, d.dh, d.sh, d.oh, &ylo, &yhi);
         covering(ix, d.pw0, d.kw, d.dw, d.sw, d.ow, &xlo, &xhi);
@@ -264,6 +290,13 @@ int lp_k_pool_fwd(lp_stream s, const lp_pool_desc *d, const float *x, float *y) 
     int64_t total = (int64_t)d->n * d->c * d->oh * d->ow;
     if (total <= 0) return 0;
     pool_fwd_kernel<<<grid_for(total), LP_THREADS, 0, (cudaStream_t)s>>>(*d, x, y, total);
+    LAUNCH_END;
+}
+
+int lp_k_pool_fwd_packed(lp_stream s, const lp_pool_desc *d, const uint16_t *x, void *y, int y_packed) {
+    int64_t total = (int64_t)d->n * d->c * d->oh * d->ow;
+    if (total <= 0) return 0;
+    pool_fwd_packed_kernel<<<grid_for(total), LP_THREADS, 0, (cudaStream_t)s>>>(*d, x, y, y_packed, total);
     LAUNCH_END;
 }
 

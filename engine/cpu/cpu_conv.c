@@ -43,6 +43,7 @@ static lp_status conv_check(const lp_conv_desc *d, const char *what) {
     if (d->sh <= 0 || d->sw <= 0 || d->dh <= 0 || d->dw <= 0)
         return lp_fail(LP_ERR_ARG, "cpu %s: strides %dx%d and dilations %dx%d must be positive", what, d->sh, d->sw,
                        d->dh, d->dw);
+    if (d->x_packed || d->y_packed) return lp_fail(LP_ERR_ARG, "cpu %s: the CPU stores no packed activations", what);
     return LP_OK;
 }
 

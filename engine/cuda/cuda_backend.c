@@ -262,7 +262,21 @@ static lp_status g_sgd(int64_t n, float lr, float mu, float wd, float *w, const 
     return LP_OK;
 }
 
-#define CUDA_TABLE(tag)                                                                                                \
+/* ---- packed activations (the bf16 table's; see lp_backend.packed) ---- */
+static lp_status g_packed_add(int64_t n, const void *a, const void *b, void *y, int relu) {
+    LP_KERNEL(lp_k_add_bf16(STREAM, n, a, b, y, relu));
+    return LP_OK;
+}
+static lp_status g_unpack(int n, int c, int64_t hw, const void *x, float *y, int relu) {
+    LP_KERNEL(lp_k_nhwc_bf16_to_nchw(STREAM, n, c, hw, x, NULL, y, 0, relu));
+    return LP_OK;
+}
+static lp_status g_pool_fwd_packed(const lp_pool_desc *d, const void *x, void *y, int y_packed) {
+    LP_KERNEL(lp_k_pool_fwd_packed(STREAM, d, x, y, y_packed));
+    return LP_OK;
+}
+
+#define CUDA_TABLE(tag, ...)                                                                                           \
     {                                                                                                                  \
         .name = "cuda", .device = LP_DEVICE_CUDA, .alloc = g_alloc, .free = g_free, .upload = g_upload,                \
         .download = g_download, .copy = g_copy, .zero = g_zero, .sync = g_sync, .conv_fwd = conv_fwd_##tag,           \
@@ -273,10 +287,13 @@ static lp_status g_sgd(int64_t n, float lr, float mu, float wd, float *w, const 
         .transpose = g_transpose, .copy2d = g_copy2d, .slice_fwd = g_slice_fwd, .slice_bwd = g_slice_bwd,             \
         .pad_fwd = g_pad_fwd, .pad_bwd = g_pad_bwd, .lrn_fwd = g_lrn_fwd, .lrn_bwd = g_lrn_bwd,                       \
         .channel_affine_fwd = g_affine_fwd, .channel_affine_bwd = g_affine_bwd, .axpy = g_axpy, .scal = g_scal,       \
-        .fill = g_fill, .sgd_momentum = g_sgd,                                                                         \
+        .fill = g_fill, .sgd_momentum = g_sgd, __VA_ARGS__                                                             \
     }
 
-static const lp_backend tables[3] = {CUDA_TABLE(fp32), CUDA_TABLE(tf32), CUDA_TABLE(bf16)};
+/* Only bf16 packs: its convolutions read and write bf16 NHWC anyway. */
+static const lp_backend tables[3] = {CUDA_TABLE(fp32, .packed = 0), CUDA_TABLE(tf32, .packed = 0),
+                                     CUDA_TABLE(bf16, .packed = 1, .packed_add = g_packed_add, .unpack = g_unpack,
+                                                .pool_fwd_packed = g_pool_fwd_packed)};
 
 const lp_backend *lp_backend_cuda_precision(lp_precision p) {
     if ((unsigned)p > LP_PREC_BF16) {

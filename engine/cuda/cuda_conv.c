@@ -257,11 +257,27 @@ lp_status _lp_cuda_conv_fwd(lp_precision prec, const lp_conv_desc *d, const floa
     conv_plan *p;
     void *ws;
     lp_conv_desc key = *d;
-    key.relu = key.accumulate = 0; /* our epilogue's, not cuDNN's: one plan serves all */
+    key.relu = key.accumulate = key.x_packed = key.y_packed = 0; /* our epilogue's and layouts: one plan serves all */
+    const lp_precision asked = prec;
     if (bf16_fallback(c, &prec, DIR_FWD, &key, &p)) return LP_ERR_UNSUPPORTED;
-    LP_TRY(workspace(c, p, &ws));
     const lp_stream s = (lp_stream)c->stream;
     const int64_t ohw = (int64_t)d->oh * d->ow;
+    if (d->accumulate && d->y_packed) return lp_fail(LP_ERR_ARG, "cuda conv: a packed output cannot accumulate");
+    if ((d->x_packed || d->y_packed) && (prec != LP_PREC_BF16 || p->asym)) {
+        /* tf32 fallback or explicit padding: through fp32 NCHW copies of the packed ends */
+        lp_conv_desc e = *d;
+        void *xf = (void *)x, *yf = y;
+        e.x_packed = e.y_packed = 0;
+        if (d->x_packed) {
+            LP_TRY(_lp_cuda_scratch(LP_SLOT_UNPACK_X, sizeof(float) * (size_t)d->n * d->c * d->h * d->w, &xf));
+            LP_KERNEL(lp_k_nhwc_bf16_to_nchw(s, d->n, d->c, (int64_t)d->h * d->w, (const uint16_t *)x, NULL, xf, 0, 0));
+        }
+        if (d->y_packed) LP_TRY(_lp_cuda_scratch(LP_SLOT_UNPACK_Y, sizeof(float) * (size_t)d->n * d->k * ohw, &yf));
+        LP_TRY(_lp_cuda_conv_fwd(asked, &e, xf, w, b, yf));
+        if (d->y_packed) LP_KERNEL(lp_k_nchw_to_nhwc_bf16(s, d->n, d->k, ohw, yf, (uint16_t *)y));
+        return LP_OK;
+    }
+    LP_TRY(workspace(c, p, &ws));
     if (p->asym) LP_TRY(pad_input(c, d, x, prec == LP_PREC_BF16 ? LP_SLOT_GRAD : LP_SLOT_X, (float **)&x));
     if (prec != LP_PREC_BF16) {
         LP_DNN(cudnnConvolutionForward(c->dnn, &one, p->x, x, p->w, w, p->conv, (cudnnConvolutionFwdAlgo_t)p->algo, ws,
@@ -269,16 +285,19 @@ lp_status _lp_cuda_conv_fwd(lp_precision prec, const lp_conv_desc *d, const floa
         LP_KERNEL(lp_k_bias_act(s, d->n, d->k, ohw, b, d->relu, y));
         return LP_OK;
     }
-    void *x16, *w16, *y16;
+    /* bf16: packed ends are cuDNN's NHWC bf16 tensors as they are; fp32 ends are
+     * converted (the output in the same pass as bias and ReLU) */
+    void *x16 = (void *)x, *w16, *y16 = y;
     const int64_t xhw = (int64_t)p->xh * p->xw;
-    LP_TRY(_lp_cuda_scratch(LP_SLOT_X, sizeof(uint16_t) * (size_t)d->n * d->c * xhw, &x16));
+    if (!d->x_packed) LP_TRY(_lp_cuda_scratch(LP_SLOT_X, sizeof(uint16_t) * (size_t)d->n * d->c * xhw, &x16));
     LP_TRY(_lp_cuda_scratch(LP_SLOT_W, sizeof(uint16_t) * (size_t)d->k * (d->c / d->groups) * d->kh * d->kw, &w16));
-    LP_TRY(_lp_cuda_scratch(LP_SLOT_Y, sizeof(uint16_t) * (size_t)d->n * d->k * ohw, &y16));
-    LP_KERNEL(lp_k_nchw_to_nhwc_bf16(s, d->n, d->c, xhw, x, x16));
+    if (!d->y_packed) LP_TRY(_lp_cuda_scratch(LP_SLOT_Y, sizeof(uint16_t) * (size_t)d->n * d->k * ohw, &y16));
+    if (!d->x_packed) LP_KERNEL(lp_k_nchw_to_nhwc_bf16(s, d->n, d->c, xhw, x, x16));
     LP_KERNEL(lp_k_nchw_to_nhwc_bf16(s, d->k, d->c / d->groups, (int64_t)d->kh * d->kw, w, w16));
     LP_DNN(cudnnConvolutionForward(c->dnn, &one, p->x, x16, p->w, w16, p->conv, (cudnnConvolutionFwdAlgo_t)p->algo, ws,
                                    p->ws, &zero, p->y, y16));
-    LP_KERNEL(lp_k_nhwc_bf16_to_nchw(s, d->n, d->k, ohw, y16, b, y, d->accumulate, d->relu));
+    if (d->y_packed) LP_KERNEL(lp_k_bias_act_nhwc_bf16(s, (int64_t)d->n * d->k * ohw, d->k, b, d->relu, y16));
+    else LP_KERNEL(lp_k_nhwc_bf16_to_nchw(s, d->n, d->k, ohw, y16, b, y, d->accumulate, d->relu));
     return LP_OK;
 }
 

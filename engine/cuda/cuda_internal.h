@@ -59,6 +59,8 @@ typedef enum lp_cuda_slot {
     LP_SLOT_W,             /* converted weights */
     LP_SLOT_Y,             /* converted output */
     LP_SLOT_GRAD,          /* dense gradient before a reduction */
+    LP_SLOT_UNPACK_X,      /* fp32 NCHW copies of a packed input and output, where a */
+    LP_SLOT_UNPACK_Y,      /* convolution cannot run on the packed layout */
     LP_SLOT_COUNT
 } lp_cuda_slot;
 lp_status _lp_cuda_scratch(lp_cuda_slot slot, size_t bytes, void **p);

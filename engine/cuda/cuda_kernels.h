@@ -70,6 +70,13 @@ int lp_k_nchw_to_nhwc_bf16(lp_stream s, int n, int c, int64_t hw, const float *x
  * act = max(0, .) when relu */
 int lp_k_nhwc_bf16_to_nchw(lp_stream s, int n, int c, int64_t hw, const uint16_t *x, const float *bias, float *y,
                            int accumulate, int relu);
+/* Packed activations (bf16; two per 32-bit word, so buffers 4-byte aligned):
+ * y = act(a + b) elementwise (b may be NULL: y = act(a)); in place on NHWC y with c
+ * channels innermost, y = act(y + bias[channel]) (bias may be NULL). */
+/* pooling of a packed x (bf16 NHWC) into y, packed when y_packed, else NCHW fp32 */
+int lp_k_pool_fwd_packed(lp_stream s, const lp_pool_desc *d, const uint16_t *x, void *y, int y_packed);
+int lp_k_add_bf16(lp_stream s, int64_t n, const uint16_t *a, const uint16_t *b, uint16_t *y, int relu);
+int lp_k_bias_act_nhwc_bf16(lp_stream s, int64_t n, int c, const float *bias, int relu, uint16_t *y);
 
 #ifdef __cplusplus
 }

@@ -1427,6 +1427,227 @@ static void t_bf16(void **state) {
 }
 
 /* ---------------------------------------------------------------------------------
+ * packed activations (the bf16 table's lp_backend.packed: bf16 NHWC): packed_add and
+ * unpack against host twins with the same rounding (bf16 = the upper 16 bits after
+ * round-to-nearest-even), exactly; convolutions with packed ends against the same
+ * table's fp32 NCHW call on the same (bf16-exact) data: they differ in layout only. */
+
+#define PK_GUARD 6 /* packed values after every packed output that must come back untouched */
+
+static uint16_t h_bf16(float f) {
+    uint32_t u;
+    memcpy(&u, &f, sizeof u);
+    u += 0x7fffu + ((u >> 16) & 1u); /* finite inputs only */
+    return (uint16_t)(u >> 16);
+}
+static float h_f32(uint16_t h) {
+    uint32_t u = (uint32_t)h << 16;
+    float f;
+    memcpy(&f, &u, sizeof f);
+    return f;
+}
+static float h_act(float v, int relu) { return relu && !(v > 0.f) ? 0.f : v; }
+
+/* n random bf16 values plus the guard. */
+static uint16_t *pk_rand(int64_t n) {
+    uint16_t *p = xmalloc(sizeof *p * (size_t)(n + PK_GUARD));
+    for (int64_t i = 0; i < n + PK_GUARD; i++) p[i] = h_bf16(tu_uniform(&g_rng, -1.f, 1.f));
+    return p;
+}
+
+/* NCHW fp32 -> NHWC bf16 (the guard after it left as it is). */
+static void pk_pack(int n, int c, int64_t hw, const float *x, uint16_t *y) {
+    for (int b = 0; b < n; b++)
+        for (int ch = 0; ch < c; ch++)
+            for (int64_t p = 0; p < hw; p++) y[((int64_t)b * hw + p) * c + ch] = h_bf16(x[((int64_t)b * c + ch) * hw + p]);
+}
+
+/* n packed values and the guard on the device under test. */
+static void *pk_dev(tw *t, const uint16_t *host, int64_t n) {
+    float *p = tw_dev(t, NULL, (n + PK_GUARD + 1) / 2);
+    if (p) tw_status(t, t->be->upload(p, host, sizeof *host * (size_t)(n + PK_GUARD)), t->be->name, "upload");
+    return p;
+}
+
+/* The device's n packed values against want (as floats, relative L2), the guard bit-exact. */
+static void pk_check(tw *t, const void *dev, const uint16_t *want, int64_t n, const char *what, double bound) {
+    if (t->err) return;
+    uint16_t *got = xmalloc(sizeof *got * (size_t)(n + PK_GUARD));
+    lp_status s = t->be->download(got, dev, sizeof *got * (size_t)(n + PK_GUARD));
+    if (s != LP_OK) {
+        tw_status(t, s, t->be->name, "download");
+        free(got);
+        return;
+    }
+    double num = 0, den = 0;
+    int64_t differ = 0, guard_bad = 0;
+    for (int64_t i = 0; i < n; i++) {
+        const double g = h_f32(got[i]), w = h_f32(want[i]);
+        num += (g - w) * (g - w), den += w * w;
+        differ += got[i] != want[i];
+    }
+    for (int64_t i = n; i < n + PK_GUARD; i++) guard_bad += got[i] != want[i];
+    const double rel = sqrt(num) / fmax(sqrt(den), 1e-30);
+    const int ok = rel <= bound && !guard_bad;
+    printf("%s  %-18s %-62s %-7s rel_l2      %.2e  bound %.0e  %lld of %lld values differ", ok ? "PASS" : "FAIL", t->fn,
+           t->label, what, rel, bound, (long long)differ, (long long)n);
+    if (guard_bad) printf("  %lld guard values overwritten", (long long)guard_bad);
+    printf("\n");
+    fflush(stdout);
+    count(ok);
+    free(got);
+}
+
+static void packed_kernels(void) {
+    const int64_t ns[] = {1, 2, 7, 1000, 4099};
+    tw t;
+    for (size_t i = 0; i < sizeof ns / sizeof *ns; i++)
+        for (int v = 0; v < 4; v++) {
+            const int64_t n = ns[i];
+            const int with_b = v & 1, relu = v >> 1;
+            if (!tw_begin(&t, DUT_BF16, "packed_add", "n %lld%s%s", (long long)n, with_b ? "" : " b=NULL",
+                          relu ? " +relu" : ""))
+                return;
+            uint16_t *a = pk_rand(n), *b = pk_rand(n), *y = pk_rand(n), *want = xmalloc(sizeof *want * (size_t)(n + PK_GUARD));
+            memcpy(want, y, sizeof *want * (size_t)(n + PK_GUARD));
+            for (int64_t k = 0; k < n; k++) want[k] = h_bf16(h_act(h_f32(a[k]) + (with_b ? h_f32(b[k]) : 0.f), relu));
+            void *ga = pk_dev(&t, a, n), *gb = pk_dev(&t, b, n), *gy = pk_dev(&t, y, n);
+            DUT_CALL(&t, packed_add, n, ga, with_b ? gb : NULL, gy, relu);
+            pk_check(&t, gy, want, n, "y", 0.0);
+            tw_end(&t);
+            free(a), free(b), free(y), free(want);
+        }
+    const int sh[][3] = {{2, 5, 21}, {1, 64, 196}, {3, 33, 1}, {1, 1, 7}};
+    for (size_t i = 0; i < sizeof sh / sizeof *sh; i++)
+        for (int relu = 0; relu < 2; relu++) {
+            const int n = sh[i][0], c = sh[i][1], hw = sh[i][2];
+            const int64_t tot = (int64_t)n * c * hw;
+            if (!tw_begin(&t, DUT_BF16, "unpack", "n%d c%d hw%d%s", n, c, hw, relu ? " +relu" : "")) return;
+            uint16_t *x = pk_rand(tot);
+            void *gx = pk_dev(&t, x, tot);
+            outbuf y;
+            out_init(&t, &y, tot, -1, 1);
+            for (int b = 0; b < n; b++)
+                for (int ch = 0; ch < c; ch++)
+                    for (int p = 0; p < hw; p++)
+                        y.want[((int64_t)b * c + ch) * hw + p] = h_act(h_f32(x[((int64_t)b * hw + p) * c + ch]), relu);
+            DUT_CALL(&t, unpack, n, c, hw, gx, y.dev, relu);
+            out_check(&t, &y, "y", 0, TWIN_MEM_TOL);
+            tw_end(&t);
+            free(x);
+        }
+}
+
+/* pool_fwd_packed against the CPU's pool_fwd of the same (bf16-exact) values: max is
+ * exact; an average is summed in fp32 in either order, then rounded to bf16 when packed. */
+static void packed_pool_case(const lp_pool_desc *d, const char *what) {
+    const int64_t hw = (int64_t)d->h * d->w, ohw = (int64_t)d->oh * d->ow;
+    const int64_t nx = (int64_t)d->n * d->c * hw, ny = (int64_t)d->n * d->c * ohw;
+    float *x = hrand(nx, -1, 1), *yref = xmalloc(sizeof(float) * (size_t)ny);
+    for (int64_t i = 0; i < nx; i++) x[i] = h_f32(h_bf16(x[i]));
+    uint16_t *xp = pk_rand(nx), *yp = pk_rand(ny), *want = xmalloc(sizeof *want * (size_t)(ny + PK_GUARD));
+    pk_pack(d->n, d->c, hw, x, xp);
+    tw t;
+    for (int packed_y = 0; packed_y < 2; packed_y++) {
+        if (!tw_begin(&t, DUT_BF16, "pool_fwd_packed", "n%d c%d %dx%d %s%s", d->n, d->c, d->h, d->w, what,
+                      packed_y ? " y packed" : " y fp32"))
+            break;
+        REF_CALL(&t, pool_fwd, d, x, yref);
+        void *gx = pk_dev(&t, xp, nx), *gyp = pk_dev(&t, yp, ny);
+        if (packed_y) {
+            DUT_CALL(&t, pool_fwd_packed, d, gx, gyp, 1);
+            memcpy(want, yp, sizeof *want * (size_t)(ny + PK_GUARD));
+            pk_pack(d->n, d->c, ohw, yref, want);
+            pk_check(&t, gyp, want, ny, "y", d->is_max ? 0.0 : 1e-3);
+        } else {
+            outbuf y;
+            out_init(&t, &y, ny, -1, 1);
+            memcpy(y.want, yref, sizeof(float) * (size_t)ny);
+            DUT_CALL(&t, pool_fwd_packed, d, gx, y.dev, 0);
+            out_check(&t, &y, "y", 0, d->is_max ? 0.0 : TWIN_FP32_TOL);
+        }
+        tw_end(&t);
+    }
+    free(x), free(yref), free(xp), free(yp), free(want);
+}
+
+/* conv_fwd with a packed input and/or output against the same table with neither: the
+ * same cuDNN plan on the same values (bf16 tensor cores; the tf32 fallback for shapes
+ * without a bf16 kernel; explicit padding for asymmetric pads), so the packed output
+ * is the unpacked one rounded to bf16 (a rounding tie may fall the other way). */
+static void packed_conv_case(const lp_conv_desc *d) {
+    char lab[160];
+    const int64_t nx = (int64_t)d->n * d->c * d->h * d->w, ohw = (int64_t)d->oh * d->ow, ny = (int64_t)d->n * d->k * ohw;
+    const int64_t nw = (int64_t)d->k * (d->c / d->groups) * d->kh * d->kw;
+    float *x = hrand(nx, -1, 1), *w = hrand(nw, -1, 1), *b = hrand(d->k, -1, 1), *yref = xmalloc(sizeof(float) * (size_t)ny);
+    for (int64_t i = 0; i < nx; i++) x[i] = h_f32(h_bf16(x[i])); /* what a packed x can hold */
+    uint16_t *xp = pk_rand(nx), *yp = pk_rand(ny), *want = xmalloc(sizeof *want * (size_t)(ny + PK_GUARD));
+    pk_pack(d->n, d->c, (int64_t)d->h * d->w, x, xp);
+    static const struct { int xp, yp, relu; const char *tag; } v[] = {
+        {1, 0, 1, " x packed +relu"}, {0, 1, 0, " y packed"}, {1, 1, 1, " x,y packed +relu"}, {1, 1, 0, " x,y packed"}};
+    tw t;
+    for (size_t i = 0; i < sizeof v / sizeof *v; i++) {
+        conv_label(d, v[i].tag, lab, sizeof lab);
+        if (!tw_begin(&t, DUT_BF16, "conv_fwd", "%s", lab)) break;
+        lp_conv_desc e = *d;
+        e.relu = v[i].relu;
+        float *gx = tw_dev(&t, x, nx), *gw = tw_dev(&t, w, nw), *gb = tw_dev(&t, b, d->k), *gy = tw_dev(&t, NULL, ny);
+        void *gxp = pk_dev(&t, xp, nx), *gyp = pk_dev(&t, yp, ny);
+        DUT_CALL(&t, conv_fwd, &e, gx, gw, gb, gy); /* the unpacked reference */
+        if (!t.err) tw_status(&t, t.be->download(yref, gy, sizeof(float) * (size_t)ny), t.be->name, "download");
+        e.x_packed = v[i].xp, e.y_packed = v[i].yp;
+        if (v[i].yp) {
+            DUT_CALL(&t, conv_fwd, &e, e.x_packed ? gxp : gx, gw, gb, gyp);
+            memcpy(want, yp, sizeof *want * (size_t)(ny + PK_GUARD));
+            pk_pack(d->n, d->k, ohw, yref, want);
+            pk_check(&t, gyp, want, ny, "y", 1e-3);
+        } else {
+            outbuf y;
+            out_init(&t, &y, ny, -1, 1);
+            memcpy(y.want, yref, sizeof(float) * (size_t)ny);
+            DUT_CALL(&t, conv_fwd, &e, gxp, gw, gb, y.dev);
+            out_check(&t, &y, "y", 0, 1e-6);
+        }
+        tw_end(&t);
+    }
+    free(x), free(w), free(b), free(yref), free(xp), free(yp), free(want);
+}
+
+static void t_packed(void **state) {
+    (void)state;
+    group_begin("bf16 table: packed activations");
+    if (g_selftest) {
+        printf("SKIP  packed activations: the CPU table packs nothing (no twin to itself)\n");
+    } else if (!DUT_BF16 || !DUT_BF16->packed || !DUT_BF16->packed_add || !DUT_BF16->unpack ||
+               !DUT_BF16->pool_fwd_packed) {
+        printf("FAIL  the bf16 table does not pack activations (packed %d)\n", DUT_BF16 ? DUT_BF16->packed : -1);
+        count(0);
+    } else {
+        packed_kernels();
+        const lp_conv_desc cv[] = {
+            conv_make(2, 3, 13, 11, 5, 3, 3, 1, 1, 1, 1, 1, 1, 1, 1, 1),    /* 3 input channels */
+            conv_make(3, 8, 15, 16, 12, 3, 3, 2, 2, 1, 1, 1, 1, 1, 1, 1),   /* strided */
+            conv_make(2, 4, 12, 13, 6, 3, 3, 2, 2, 0, 1, 1, 2, 1, 1, 1),    /* asymmetric pads */
+            conv_make(2, 33, 14, 14, 33, 3, 3, 1, 1, 1, 1, 1, 1, 1, 1, 33), /* depthwise */
+            conv_make(3, 37, 7, 7, 19, 1, 1, 1, 1, 0, 0, 0, 0, 1, 1, 1),    /* odd channels, 1x1 */
+            conv_make(2, 32, 14, 14, 64, 3, 3, 1, 1, 1, 1, 1, 1, 1, 1, 1),
+        };
+        for (size_t i = 0; i < sizeof cv / sizeof *cv && !g_broken; i++) packed_conv_case(&cv[i]);
+        const struct { lp_pool_desc d; const char *what; } pl[] = {
+            {pool_make(2, 5, 9, 11, 3, 3, 2, 2, 1, 1, 1, 1, 1, 1, 1, 0, 0), "max 3x3 s2 p1"},
+            {pool_make(1, 64, 8, 8, 2, 2, 2, 2, 0, 0, 0, 0, 1, 1, 1, 0, 0), "max 2x2 s2"},
+            {pool_make(2, 7, 10, 9, 3, 3, 1, 2, 1, 0, 2, 1, 2, 1, 1, 0, 1), "max 3x3 d2,1 ceil"},
+            {pool_make(2, 6, 9, 9, 3, 3, 2, 2, 1, 1, 1, 1, 1, 1, 0, 1, 0), "avg 3x3 s2 p1 incl pad"},
+            {pool_make(3, 33, 7, 7, 7, 7, 1, 1, 0, 0, 0, 0, 1, 1, 0, 0, 0), "global avg"},
+        };
+        for (size_t i = 0; i < sizeof pl / sizeof *pl && !g_broken; i++)
+            if (pool_windows_ok(&pl[i].d)) packed_pool_case(&pl[i].d, pl[i].what);
+            else printf("FAIL  pool case %s has an empty window (fix the test)\n", pl[i].what), count(0);
+    }
+    group_end("bf16 table: packed activations");
+}
+
+/* ---------------------------------------------------------------------------------
  * out of memory: an absurd allocation fails cleanly, and the backend still works */
 
 static void t_oom(void **state) {
@@ -1514,7 +1735,8 @@ int main(void) {
         cmocka_unit_test(t_reduce),  cmocka_unit_test(t_softmax),   cmocka_unit_test(t_transpose),
         cmocka_unit_test(t_copy2d),  cmocka_unit_test(t_slice),     cmocka_unit_test(t_pad),
         cmocka_unit_test(t_lrn),     cmocka_unit_test(t_affine),    cmocka_unit_test(t_blas1),
-        cmocka_unit_test(t_tf32),    cmocka_unit_test(t_bf16),      cmocka_unit_test(t_oom),
+        cmocka_unit_test(t_tf32),    cmocka_unit_test(t_bf16),      cmocka_unit_test(t_packed),
+        cmocka_unit_test(t_oom),
     };
     double t0 = now_s();
     int failed_groups = cmocka_run_group_tests_name("backend twins", tests, NULL, NULL);

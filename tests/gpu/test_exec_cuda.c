@@ -9,6 +9,9 @@
  *    lean run planned for the stop: right gradients, no replay serving the other kind.
  *  - BatchNormalization's weight gradients on the device: replayed, and as the CPU's.
  *  - Conv+Relu fusion in forward-only runs: same logits as the CPU.
+ *  - Packed activations (bf16 NHWC between convolutions) in forward-only bf16 runs,
+ *    through a residual block, a grouped and an asymmetrically padded convolution:
+ *    which values are packed, and the logits against unpacked bf16 and the CPU.
  * Prints "SKIPPED: ..." (CTest's skip pattern) without a CUDA device. */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -288,6 +291,136 @@ static void test_fusion(void **state) {
     lp_model_free(m);
 }
 
+/* A Conv node w_<name> (k x c/group x 3 x 3) + b_<name>, random weights. */
+static void add_conv(lp_model *m, tu_rng *g, const char *name, const char *x, int c, int k, int group,
+                     const int64_t pads[4]) {
+    char wn[32], bn[32];
+    snprintf(wn, sizeof wn, "w_%s", name);
+    snprintf(bn, sizeof bn, "b_%s", name);
+    int64_t ws[4] = {k, c / group, 3, 3}, bs[1] = {k};
+    lp_tensor *w, *b;
+    assert_int_equal(lp_tensor_new(&w, LP_DEVICE_CPU, LP_F32, 4, ws), LP_OK);
+    assert_int_equal(lp_tensor_new(&b, LP_DEVICE_CPU, LP_F32, 1, bs), LP_OK);
+    tu_fill_uniform(g, w->data, lp_tensor_numel(w), -0.4f, 0.4f);
+    tu_fill_uniform(g, b->data, k, -0.2f, 0.2f);
+    assert_true(lp_model_add_initializer(m, wn, w, 1) >= 0);
+    assert_true(lp_model_add_initializer(m, bn, b, 1) >= 0);
+    const char *in[3] = {x, wn, bn}, *out[1] = {name};
+    int i = lp_model_add_node(m, "Conv", name, 3, in, 1, out);
+    assert_true(i >= 0);
+    const int64_t k3[2] = {3, 3};
+    lp_node_set_ints(&m->nodes[i], "kernel_shape", 2, k3);
+    lp_node_set_ints(&m->nodes[i], "pads", 4, pads);
+    lp_node_set_int(&m->nodes[i], "group", group);
+}
+
+static void add_op(lp_model *m, const char *type, const char *a, const char *b, const char *out) {
+    const char *in[2] = {a, b}, *o[1] = {out};
+    assert_true(lp_model_add_node(m, type, out, b ? 2 : 1, in, 1, o) >= 0);
+}
+
+/* x -> conv1+relu -> r1 -> MaxPool 3x3 s1 p1 -> m1 -> conv2 (grouped) -> y2;
+ * a1 = y2 + m1; r2 = relu(a1) -> conv3 (pads 1,0,1,2) -> y3; a2 = y3 + r2;
+ * r3 = relu(a2) -> GlobalAveragePool -> Flatten. Packed: r1, m1, y2, r2, y3, r3 (each
+ * Add computes its Relu: a1 and a2 are never stored); the pool unpacks. */
+static lp_model *residual_model(void) {
+    tu_rng g = {11};
+    lp_model *m = lp_model_new();
+    lp_shape in = {4, {1, 3, 9, 11}};
+    lp_model_add_input(m, "x", &in);
+    const int64_t p1[4] = {1, 1, 1, 1}, pa[4] = {1, 0, 1, 2};
+    add_conv(m, &g, "c1", "x", 3, 8, 1, p1);
+    add_op(m, "Relu", "c1", NULL, "r1");
+    add_op(m, "MaxPool", "r1", NULL, "m1");
+    const int64_t k3[2] = {3, 3};
+    lp_node_set_ints(&m->nodes[m->n_nodes - 1], "kernel_shape", 2, k3);
+    lp_node_set_ints(&m->nodes[m->n_nodes - 1], "pads", 4, p1);
+    add_conv(m, &g, "y2", "m1", 8, 8, 2, p1);
+    add_op(m, "Add", "y2", "m1", "a1");
+    add_op(m, "Relu", "a1", NULL, "r2");
+    add_conv(m, &g, "y3", "r2", 8, 8, 1, pa);
+    add_op(m, "Add", "y3", "r2", "a2");
+    add_op(m, "Relu", "a2", NULL, "r3");
+    add_op(m, "GlobalAveragePool", "r3", NULL, "gap");
+    add_op(m, "Flatten", "gap", NULL, "logits");
+    lp_model_mark_output(m, "logits");
+    assert_int_equal(lp_model_finalize(m), LP_OK);
+    return m;
+}
+
+static int packed_count(const lp_run *r) {
+    lp_run_speed sp;
+    lp_run_speed_info(r, &sp);
+    return sp.packed;
+}
+
+static void test_packing(void **state) {
+    (void)state;
+    lp_model *m = residual_model();
+    lp_run *cpu, *pk, *plain;
+    assert_int_equal(lp_run_new(m, LP_DEVICE_CPU, &cpu), LP_OK);
+    assert_int_equal(lp_run_new(m, LP_DEVICE_CUDA, &pk), LP_OK);
+    assert_int_equal(lp_run_new(m, LP_DEVICE_CUDA, &plain), LP_OK);
+    assert_int_equal(lp_run_set_precision(pk, LP_PREC_BF16), LP_OK);
+    assert_int_equal(lp_run_set_precision(plain, LP_PREC_BF16), LP_OK);
+    assert_int_equal(lp_run_set_forward_only(pk, 1), LP_OK);
+    assert_int_equal(lp_run_set_forward_only(plain, 1), LP_OK);
+    _lp_run_set_graphs(pk, 1);
+    tu_rng g = {5};
+    int64_t xs[4] = {3, 3, 9, 11};
+    lp_tensor *x;
+    assert_int_equal(lp_tensor_new(&x, LP_DEVICE_CPU, LP_F32, 4, xs), LP_OK);
+    for (int p = 0; p < 4; p++) {
+        tu_fill_uniform(&g, x->data, lp_tensor_numel(x), -1.f, 1.f);
+        assert_int_equal(lp_run_forward(cpu, x), LP_OK);
+        assert_int_equal(lp_run_forward(pk, x), LP_OK);
+        lp_run_speed sp;
+        lp_run_speed_info(pk, &sp);
+        assert_int_equal(sp.packed, 6);
+        assert_int_equal(sp.fused, 3); /* conv1+relu, and each packed Add+Relu */
+        setenv("LOUPE_PACK", "0", 1); /* the plain run's plan is made now, without packing */
+        lp_status s = lp_run_forward(plain, x);
+        unsetenv("LOUPE_PACK");
+        assert_int_equal(s, LP_OK);
+        assert_int_equal(packed_count(plain), 0);
+        lp_tensor *a = to_host(lp_run_output(pk)), *b = to_host(lp_run_output(plain));
+        /* Packed stores the residual sums in bf16 too (as PyTorch's bf16 does): within a
+         * few bf16 roundings (2^-8 each) of the unpacked run, and bf16's bound of the CPU. */
+        double e_plain = tu_rel_l2(a->data, b->data, lp_tensor_numel(a));
+        double e_cpu = tu_rel_l2(a->data, lp_run_output(cpu)->data, lp_tensor_numel(a));
+        fprintf(stderr, "  pass %d: packed vs unpacked bf16 %.2e, vs CPU fp32 %.2e\n", p, e_plain, e_cpu);
+        if (!(e_plain <= 1.5e-2)) fail_msg("pass %d: packed vs unpacked bf16 relative L2 %.3g > 1.5e-2", p, e_plain);
+        if (!(e_cpu <= 3e-2)) fail_msg("pass %d: packed bf16 vs CPU relative L2 %.3g > 3e-2", p, e_cpu);
+        assert_null(lp_run_value(pk, "y2")); /* packed values are the arena's, never handed out */
+        lp_tensor_free(a), lp_tensor_free(b);
+    }
+    fprintf(stderr, "  packed forward-only run: %lld of 4 passes replayed\n", (long long)replays(pk));
+    assert_true(replays(pk) >= 2);
+    /* Asking for a value keeps it unpacked; so does another precision (the plan is made again). */
+    assert_int_equal(lp_run_capture(pk, "y3"), LP_OK);
+    assert_int_equal(lp_run_forward(pk, x), LP_OK);
+    /* y3 kept: its Add unpacks r2 and a2 too (and so r3); r1, m1, y2, a1 stay packed,
+     * and r2's Relu (no longer fused) now unpacks in the middle of the network */
+    assert_int_equal(packed_count(pk), 4);
+    lp_tensor *y3 = to_host(lp_run_value(pk, "y3")), *l = to_host(lp_run_output(pk));
+    assert_int_equal(lp_run_capture(cpu, "y3"), LP_OK);
+    assert_int_equal(lp_run_forward(cpu, x), LP_OK);
+    close_to("captured y3", 0, y3, lp_run_value(cpu, "y3"), 3e-2);
+    close_to("logits with y3 kept", 0, l, lp_run_output(cpu), 3e-2);
+    lp_tensor_free(y3), lp_tensor_free(l);
+    assert_int_equal(lp_run_set_precision(pk, LP_PREC_FP32), LP_OK);
+    assert_int_equal(lp_run_forward(pk, x), LP_OK);
+    assert_int_equal(packed_count(pk), 0);
+    lp_tensor *y = to_host(lp_run_output(pk));
+    close_to("fp32 after bf16", 0, y, lp_run_output(cpu), 1e-5);
+    lp_tensor_free(y);
+    lp_tensor_free(x);
+    lp_run_free(cpu);
+    lp_run_free(pk);
+    lp_run_free(plain);
+    lp_model_free(m);
+}
+
 int main(int argc, char **argv) {
     if (argc < 2) {
         fprintf(stderr, "usage: test_exec_cuda MODEL.onnx\n");
@@ -303,6 +436,7 @@ int main(int argc, char **argv) {
         cmocka_unit_test(test_stop_graphs),
         cmocka_unit_test(test_bn_weight_grads),
         cmocka_unit_test(test_fusion),
+        cmocka_unit_test(test_packing),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -215,7 +215,7 @@ static void derived_check(gc *g, const lp_node *n, lp_ctx *c, lp_tensor **in, lp
 static void twin_check(gc *g, const lp_node *n, lp_tensor **in, lp_tensor **out, lp_tensor **w, lp_tensor **din,
                        lp_tensor **pre) {
     if (!twin_on) return;
-    lp_ctx c = {lp_backend_cuda(), g->m, NULL, 0, NULL};
+    lp_ctx c = {.be = lp_backend_cuda(), .model = g->m};
     assert_non_null(c.be);
     lp_tensor *gin[LP_MAX_IO] = {0}, *gout[LP_MAX_IO] = {0}, *gw[LP_MAX_IO] = {0}, *gdin[LP_MAX_IO] = {0};
     for (int i = 0; i < g->n_in; i++) {
@@ -300,7 +300,7 @@ static void gc_check(gc *g, float eps, double tol) {
     if (s != LP_OK) fprintf(stderr, "%s: finalize: %s\n", g->op, lp_last_error());
     assert_int_equal(s, LP_OK);
     lp_node *n = &g->m->nodes[g->node];
-    lp_ctx c = {lp_backend_cpu(), g->m, NULL, 0, NULL};
+    lp_ctx c = {.be = lp_backend_cpu(), .model = g->m};
     assert_non_null(c.be);
     lp_tensor *in[LP_MAX_IO], *out[LP_MAX_IO], *w[LP_MAX_IO], *din[LP_MAX_IO], *pre[LP_MAX_IO];
     for (int i = 0; i < g->n_in; i++) in[i] = g->data[i];
@@ -524,7 +524,7 @@ static void test_conv_forward_reference(void **st) {
         }
         lp_tensor *y;
         assert_int_equal(lp_tensor_new_shape(&y, LP_DEVICE_CPU, LP_F32, ys), LP_OK);
-        lp_ctx c = {lp_backend_cpu(), g.m, NULL, 0, NULL};
+        lp_ctx c = {.be = lp_backend_cpu(), .model = g.m};
         lp_tensor *in[3] = {g.data[0], g.data[1], g.data[2]};
         assert_int_equal(run_fwd(&c, &g.m->nodes[0], in, &y), LP_OK);
         assert_int_equal(tu_report_mismatch(g.op, y->data, ref, ny, 1e-4, 1e-4, 5), 0);
