@@ -10,7 +10,9 @@
  * PyTorch's cells (JSON lines, echoed as they come), says model_done and waits on its
  * stdin; Loupe then loads the same ONNX file, validates each precision (logits and input
  * gradient vs PyTorch float64, rel L2) and times it, one table row per cell printed as
- * soon as it is measured, then lets the peer go on. So the two never share the GPU, and a
+ * soon as it is measured, then lets the peer go on. For the first model the bf16 forward
+ * cell is measured a second time with packed activations off (LOUPE_PACK=0), a line
+ * under its row, so the table shows what packing gives on that card. So the two never share the GPU, and a
  * timeout still leaves every complete row so far (resnet50's first, vgg16's last). A row
  * whose validation fails says WRONG and the program exits 1: a fast-but-wrong backend
  * cannot look good.
@@ -378,7 +380,7 @@ static lp_status validate(lp_model *m, const bench_opts *o, int k, const lp_tens
 typedef struct cell_result {
     double ips, peak_mib, secs;
     int iters, passes; /* timed; all, warm-up included */
-    lp_run_speed speed; /* fused Conv+Relu pairs, packed values, passes replayed from CUDA graphs */
+    lp_run_speed speed; /* fused Relus, packed values, passes replayed from CUDA graphs */
 } cell_result;
 
 /* One timed cell: forward (grad = 0) or forward + input backward (grad = 1) at `batch`. */
@@ -457,7 +459,7 @@ static void print_row(const model_row *mr, int k, int g, int batch, const cell_r
     else snprintf(val, sizeof val, "not validated");
     char sp[96] = "-";
     if (lr)
-        snprintf(sp, sizeof sp, "%d Conv+Relu fused, %d values packed, %lld of %d passes from graphs", lr->speed.fused,
+        snprintf(sp, sizeof sp, "%d Relus fused, %d values packed, %lld of %d passes from graphs", lr->speed.fused,
                  lr->speed.packed, (long long)lr->speed.graph_replays / (g ? 2 : 1), lr->passes);
     printf("%-9s %-4s %-7s %5d | %11s | %11s | %6s | %9s | %9s | %-24s | %-5s | %s", mr->name,
            lp_precision_name((lp_precision)k), g ? "in-grad" : "forward", batch, l, t, ratio, lm, tm, val,
@@ -477,8 +479,26 @@ static int load_npy(const char *dir, const char *model, const char *suffix, lp_t
     return 0;
 }
 
-/* Every cell of one model; returns the number of failures (errors, WRONG rows). */
-static int bench_model(const bench_opts *o, model_row *mr, const int *precs, int nprec) {
+/* The bf16 forward cell again with activations unpacked (LOUPE_PACK=0: fp32 NCHW
+ * between convolutions, converted around each), to measure what packing gives. */
+static void ab_pack_row(lp_model *m, const bench_opts *o, const model_row *mr, const lp_tensor *x, int64_t ncls,
+                        const cell_result *packed) {
+    cell_result ur = {0};
+    setenv("LOUPE_PACK", "0", 1); /* read when the run plans its first pass */
+    lp_status s = loupe_cell(m, o, LP_PREC_BF16, 0, x, ncls, mr->cls, &ur);
+    unsetenv("LOUPE_PACK");
+    if (s != LP_OK)
+        printf("%-9s bf16 forward unpacked (LOUPE_PACK=0): ERROR: %s\n", mr->name, lp_last_error());
+    else
+        printf("%-9s bf16 forward unpacked (LOUPE_PACK=0): %.1f images/s, peak %.0f MiB; packed (%d values) is "
+               "%.2fx that\n",
+               mr->name, ur.ips, ur.peak_mib, packed->speed.packed, ur.ips > 0 ? packed->ips / ur.ips : 0);
+    fflush(stdout);
+}
+
+/* Every cell of one model; returns the number of failures (errors, WRONG rows). With
+ * ab_pack, the bf16 forward cell is also measured unpacked (ab_pack_row). */
+static int bench_model(const bench_opts *o, model_row *mr, const int *precs, int nprec, int ab_pack) {
     char path[4400], err[6000];
     lp_model *m = NULL;
     lp_tensor *x = NULL, *ref_logits = NULL, *ref_grad = NULL;
@@ -514,6 +534,7 @@ static int bench_model(const bench_opts *o, model_row *mr, const int *precs, int
             print_row(mr, k, g, g ? o->batch_grad : o->batch_fwd, s == LP_OK ? &lr : NULL,
                       s != LP_OK ? cerr : msg, e[g], bound[g], vs == LP_OK);
             if (s != LP_OK || vs != LP_OK || !(e[g] <= bound[g])) bad++;
+            if (ab_pack && s == LP_OK && k == LP_PREC_BF16 && !g) ab_pack_row(m, o, mr, x, ncls, &lr);
         }
     }
 done:
@@ -659,7 +680,7 @@ int main(int argc, char **argv) {
                    "peak MiB: device memory high-water mark of the cell (weights and inputs included).\n");
         }
         print_header();
-        bad += bench_model(&o, &rows[i], precs, nprec);
+        bad += bench_model(&o, &rows[i], precs, nprec, i == 0); /* the first model only: the check's time is short */
         peer_next(&pp);
     }
     if (peer_finish(&pp, rows, nrows)) bad++;

@@ -260,7 +260,9 @@ def main():
         if p not in ("fp32", "tf32", "bf16"):
             sys.exit("peer_gpu_forward: unknown precision '%s'" % p)
     if a.device == "cuda" and not torch.cuda.is_available():
-        sys.exit("peer_gpu_forward: torch %s sees no CUDA device" % torch.__version__)
+        if not a.export_only:
+            sys.exit("peer_gpu_forward: torch %s sees no CUDA device" % torch.__version__)
+        a.device = "cpu"  # exports and float64 references need none (Loupe on the CUDA emulator)
     dev = torch.device(a.device)
     os.makedirs(a.out, exist_ok=True)
     torch.backends.cudnn.benchmark = True
