@@ -66,6 +66,31 @@ __global__ void nhwc_to_nchw_kernel(int c, int64_t hw, const uint16_t *x, const 
     }
 }
 
+// Few channels (an RGB image, a 1-channel map): the 32 x 32 tiles would leave most
+// of each block idle, so one thread per element instead; reads along each channel's
+// plane and writes along positions stay close within a warp.
+#define FEW_CHANNELS 8
+__global__ void nchw_to_nhwc_few_kernel(int c, int64_t hw, int64_t total, const float *x, uint16_t *y) {
+    GRID_LOOP(i, total) { // i indexes y (NHWC)
+        const int ch = (int)(i % c);
+        const int64_t pos = i / c, b = pos / hw, p = pos % hw;
+        y[i] = to_bf16(x[(b * c + ch) * hw + p]);
+    }
+}
+
+__global__ void nhwc_to_nchw_few_kernel(int c, int64_t hw, int64_t total, const uint16_t *x, const float *bias, float *y,
+                                        int accumulate, int relu) {
+    GRID_LOOP(i, total) { // i indexes y (NCHW)
+        const int64_t plane = i / hw, p = i % hw, b = plane / c;
+        const int ch = (int)(plane % c);
+        float v = from_bf16(x[(b * hw + p) * c + ch]);
+        if (bias) v += bias[ch];
+        if (accumulate) v += y[i];
+        if (relu) v = v > 0.f ? v : 0.f;
+        y[i] = v;
+    }
+}
+
 // Packed kernels read and write two values per 32-bit word (buffers are at least
 // 4-byte aligned); the last value of an odd count alone.
 __device__ __forceinline__ float lo16(uint32_t w) { return __uint_as_float(w << 16); }
@@ -126,7 +151,12 @@ int lp_k_f32_to_bf16(lp_stream s, int64_t n, const float *x, uint16_t *y) {
 }
 
 int lp_k_nchw_to_nhwc_bf16(lp_stream s, int n, int c, int64_t hw, const float *x, uint16_t *y) {
-    if ((int64_t)n * c * hw <= 0) return 0;
+    const int64_t total = (int64_t)n * c * hw;
+    if (total <= 0) return 0;
+    if (c <= FEW_CHANNELS) {
+        nchw_to_nhwc_few_kernel<<<grid_for(total), LP_THREADS, 0, (cudaStream_t)s>>>(c, hw, total, x, y);
+        LAUNCH_END;
+    }
     FOR_IMAGE_BATCHES(n, b0, nb) {
         const int64_t off = (int64_t)b0 * c * hw;
         nchw_to_nhwc_kernel<<<tile_grid(c, hw, nb), dim3(TILE, TILE_ROWS), 0, (cudaStream_t)s>>>(c, hw, x + off,
@@ -137,7 +167,13 @@ int lp_k_nchw_to_nhwc_bf16(lp_stream s, int n, int c, int64_t hw, const float *x
 
 int lp_k_nhwc_bf16_to_nchw(lp_stream s, int n, int c, int64_t hw, const uint16_t *x, const float *bias, float *y,
                            int accumulate, int relu) {
-    if ((int64_t)n * c * hw <= 0) return 0;
+    const int64_t total = (int64_t)n * c * hw;
+    if (total <= 0) return 0;
+    if (c <= FEW_CHANNELS) {
+        nhwc_to_nchw_few_kernel<<<grid_for(total), LP_THREADS, 0, (cudaStream_t)s>>>(c, hw, total, x, bias, y,
+                                                                                     accumulate, relu);
+        LAUNCH_END;
+    }
     FOR_IMAGE_BATCHES(n, b0, nb) {
         const int64_t off = (int64_t)b0 * c * hw;
         nhwc_to_nchw_kernel<<<tile_grid(c, hw, nb), dim3(TILE, TILE_ROWS), 0, (cudaStream_t)s>>>(
