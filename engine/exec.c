@@ -103,7 +103,7 @@ lp_status lp_run_set_precision(lp_run *r, lp_precision p) {
                        lp_precision_name(p));
     const lp_backend *be = lp_backend_cuda_precision(p);
     if (!be) return LP_ERR_DEVICE;
-    if (be != r->be && planned(r)) drop_plan(r); /* which values are packed depends on it */
+    if (be != r->be && planned(r) && (be->packed || r->be->packed)) drop_plan(r); /* which values pack depends on it */
     r->be = be;
     return LP_OK;
 }
@@ -455,17 +455,19 @@ static void plan_packing(lp_run *r, const char *keep) {
     }
     /* A packed Add whose only reader is a packed Relu computes the Relu too (a
      * ResNet's residual sum is never stored), as a Conv does its Relu. */
-    for (int j = 0; j < m->n_nodes; j++) {
+    int *readers = lp_calloc((size_t)m->n_values + 1, sizeof *readers);
+    for (int i = 0; readers && i < m->n_nodes; i++)
+        for (int k = 0; k < m->nodes[i].n_in; k++)
+            if (m->nodes[i].in[k] >= 0) readers[m->nodes[i].in[k]]++;
+    for (int j = 0; readers && j < m->n_nodes; j++) { /* out of memory: no such fusion, still right */
         const lp_node *n = &m->nodes[j];
         if (strcmp(n->op->type, "Relu") || fused_away(r, j) || !pk[n->in[0]] || !pk[n->out[0]]) continue;
         const int v = n->in[0], i = m->values[v].producer;
-        int readers = 0;
-        for (int q = 0; q < m->n_nodes; q++)
-            for (int k = 0; k < m->nodes[q].n_in; k++) readers += m->nodes[q].in[k] == v;
-        if (i < 0 || strcmp(m->nodes[i].op->type, "Add") || readers != 1) continue;
+        if (i < 0 || strcmp(m->nodes[i].op->type, "Add") || readers[v] != 1) continue;
         r->fuse[i] = j, r->fused[j] = 1;
         pk[v] = 0; /* never stored */
     }
+    free(readers);
 }
 
 /* The memory plan for this pass's shapes (see lp_run.arena). Steps 0..T-1 are the
@@ -544,7 +546,7 @@ static lp_status ensure_plan(lp_run *r) {
             break;
         }
         *t = lp_tensor_view(r->dev, LP_F32, &r->shapes[v], (char *)r->arena->data + it[k].offset);
-        if (!is_grad && r->packed[v]) t->nbytes = it[k].bytes; /* two bytes a value */
+        if (!is_grad && r->packed[v]) t->nbytes = (size_t)lp_shape_numel(&r->shapes[v]) * 2; /* bf16 */
         if (is_grad) r->grad[v] = t;
         else r->val[v] = t, r->owned[v] = 1;
     }
@@ -572,7 +574,7 @@ static int graphs_on(lp_run *r) {
 /* The key of the pass about to run (phase 0 forward, 1 backward) into r->key. */
 static lp_status pass_key(lp_run *r, int phase, int of, int wgrads) {
     const lp_model *m = r->m;
-    size_t n = 6 + (size_t)m->n_values * (3 + LP_MAX_DIMS);
+    size_t n = 7 + (size_t)m->n_values * (3 + LP_MAX_DIMS);
     if (!r->key) {
         r->key = lp_calloc(n, sizeof *r->key);
         if (!r->key) return LP_ERR_OOM;
@@ -585,6 +587,10 @@ static lp_status pass_key(lp_run *r, int phase, int of, int wgrads) {
     k[o++] = (uint64_t)m->weights_gen;   /* ops read scalar constants on the host */
     k[o++] = (uint64_t)(int64_t)of;
     k[o++] = (uint64_t)wgrads; /* backward: weight gradients and where it stops */
+    uint64_t h = 1469598103934665603ull; /* FNV-1a of what the plan packs and fuses (ops see it, not the pointers) */
+    for (int v = 0; r->packed && v < m->n_values; v++) h = (h ^ (uint64_t)r->packed[v]) * 1099511628211ull;
+    for (int i = 0; r->fused && i < m->n_nodes; i++) h = (h ^ (uint64_t)r->fused[i]) * 1099511628211ull;
+    k[o++] = h;
     for (int v = 0; v < m->n_values; v++) {
         k[o++] = r->val[v] ? (uint64_t)(uintptr_t)r->val[v]->data : 0;
         k[o++] = phase && r->grad[v] ? (uint64_t)(uintptr_t)r->grad[v]->data : 0;
@@ -715,6 +721,12 @@ static lp_status run_node(lp_run *r, lp_ctx *c, int i, int *skip) {
         LP_TRY(ensure_tensor(r, v, &r->shapes[v], m->values[v].dtype));
         out[k] = r->val[v];
         if (pk && pk[v]) c->pack_out |= 1u << k;
+    }
+    const char *t = n->op->type;
+    if ((c->pack_in || c->pack_out) && strcmp(t, "Conv") && strcmp(t, "Relu") && strcmp(t, "Add") && !pools(n)) {
+        char ctx[512]; /* the planner packs nothing else: a bug, not bad input */
+        return lp_fail(LP_ERR_INTERNAL, "%s: a packed value reached an op that cannot read it",
+                       lp_node_ctx(m, n, ctx, sizeof ctx));
     }
     c->fuse_relu = fj >= 0;
     c->aux = r->aux[i];

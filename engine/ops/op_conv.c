@@ -117,6 +117,8 @@ static lp_status conv_forward(lp_ctx *c, const lp_node *n, lp_tensor *const *in,
     LP_TRY(conv_desc(n, s, &d));
     const float *b = n->n_in > 2 && in[2] ? in[2]->data : NULL;
     d.relu = c->fuse_relu;
+    if ((c->pack_in & ~1u) || (c->pack_out & ~1u)) /* only X and Y may be packed */
+        return lp_fail(LP_ERR_INTERNAL, "Conv: a packed weight or bias");
     d.x_packed = c->pack_in & 1;
     d.y_packed = c->pack_out & 1;
     return c->be->conv_fwd(&d, in[0]->data, in[1]->data, b, out[0]->data);

@@ -75,8 +75,10 @@ static lp_status unary_forward(lp_ctx *c, const lp_node *n, lp_tensor *const *in
     const unary_params *up = n->params;
     float p[2];
     if (in[0]->dtype != LP_F32) return lp_fail(LP_ERR_UNSUPPORTED, "%s on int64 data is not supported", n->op_type);
+    if (c->pack_out && !c->pack_in) return lp_fail(LP_ERR_INTERNAL, "%s cannot pack an unpacked value", n->op_type);
     if (c->pack_in) { /* a packed Relu: to a packed value, or unpacked to NCHW fp32 */
-        if (up->kind != LP_UN_RELU || in[0]->ndim != 4) return lp_fail(LP_ERR_ARG, "%s cannot read a packed value", n->op_type);
+        if (up->kind != LP_UN_RELU || in[0]->ndim != 4)
+            return lp_fail(LP_ERR_INTERNAL, "%s cannot read a packed value", n->op_type);
         if (c->pack_out) return c->be->packed_add(lp_tensor_numel(in[0]), in[0]->data, NULL, out[0]->data, 1);
         return c->be->unpack((int)in[0]->shape[0], (int)in[0]->shape[1], in[0]->shape[2] * in[0]->shape[3],
                              in[0]->data, out[0]->data, 1);
@@ -186,7 +188,7 @@ static lp_status binary_forward(lp_ctx *c, const lp_node *n, lp_tensor *const *i
     if (c->pack_in || c->pack_out || c->fuse_relu) { /* the executor packs only same-shape Adds, whole */
         if (p->kind != LP_BIN_ADD || c->pack_in != 3 || c->pack_out != 1 ||
             lp_tensor_numel(in[0]) != lp_tensor_numel(out[0]) || lp_tensor_numel(in[1]) != lp_tensor_numel(out[0]))
-            return lp_fail(LP_ERR_ARG, "%s cannot mix packed and unpacked values, nor fuse a Relu unpacked",
+            return lp_fail(LP_ERR_INTERNAL, "%s cannot mix packed and unpacked values, nor fuse a Relu unpacked",
                            n->op_type);
         return c->be->packed_add(lp_tensor_numel(out[0]), in[0]->data, in[1]->data, out[0]->data, c->fuse_relu);
     }

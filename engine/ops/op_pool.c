@@ -99,7 +99,8 @@ static lp_status pool_forward(lp_ctx *c, const lp_node *n, lp_tensor *const *in,
     lp_pool_desc d = {0};
     LP_TRY(pool_desc(n, &s, &d));
     if (c->pack_in & 1) return c->be->pool_fwd_packed(&d, in[0]->data, out[0]->data, c->pack_out & 1);
-    if (c->pack_out) return lp_fail(LP_ERR_ARG, "%s cannot write a packed value from an unpacked one", n->op_type);
+    if (c->pack_out)
+        return lp_fail(LP_ERR_INTERNAL, "%s cannot write a packed value from an unpacked one", n->op_type);
     return c->be->pool_fwd(&d, in[0]->data, out[0]->data);
 }
 

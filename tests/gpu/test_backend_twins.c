@@ -1583,8 +1583,9 @@ static void packed_conv_case(const lp_conv_desc *d) {
     for (int64_t i = 0; i < nx; i++) x[i] = h_f32(h_bf16(x[i])); /* what a packed x can hold */
     uint16_t *xp = pk_rand(nx), *yp = pk_rand(ny), *want = xmalloc(sizeof *want * (size_t)(ny + PK_GUARD));
     pk_pack(d->n, d->c, (int64_t)d->h * d->w, x, xp);
-    static const struct { int xp, yp, relu; const char *tag; } v[] = {
-        {1, 0, 1, " x packed +relu"}, {0, 1, 0, " y packed"}, {1, 1, 1, " x,y packed +relu"}, {1, 1, 0, " x,y packed"}};
+    static const struct { int xp, yp, relu, bias; const char *tag; } v[] = {
+        {1, 0, 1, 1, " x packed +relu"}, {0, 1, 0, 1, " y packed"},  {1, 1, 1, 1, " x,y packed +relu"},
+        {1, 1, 0, 1, " x,y packed"},     {1, 1, 1, 0, " x,y packed +relu b=NULL"}, {0, 1, 0, 0, " y packed b=NULL"}};
     tw t;
     for (size_t i = 0; i < sizeof v / sizeof *v; i++) {
         conv_label(d, v[i].tag, lab, sizeof lab);
@@ -1593,11 +1594,12 @@ static void packed_conv_case(const lp_conv_desc *d) {
         e.relu = v[i].relu;
         float *gx = tw_dev(&t, x, nx), *gw = tw_dev(&t, w, nw), *gb = tw_dev(&t, b, d->k), *gy = tw_dev(&t, NULL, ny);
         void *gxp = pk_dev(&t, xp, nx), *gyp = pk_dev(&t, yp, ny);
-        DUT_CALL(&t, conv_fwd, &e, gx, gw, gb, gy); /* the unpacked reference */
+        float *bv = v[i].bias ? gb : NULL;
+        DUT_CALL(&t, conv_fwd, &e, gx, gw, bv, gy); /* the unpacked reference */
         if (!t.err) tw_status(&t, t.be->download(yref, gy, sizeof(float) * (size_t)ny), t.be->name, "download");
         e.x_packed = v[i].xp, e.y_packed = v[i].yp;
         if (v[i].yp) {
-            DUT_CALL(&t, conv_fwd, &e, e.x_packed ? gxp : gx, gw, gb, gyp);
+            DUT_CALL(&t, conv_fwd, &e, e.x_packed ? gxp : gx, gw, bv, gyp);
             memcpy(want, yp, sizeof *want * (size_t)(ny + PK_GUARD));
             pk_pack(d->n, d->k, ohw, yref, want);
             pk_check(&t, gyp, want, ny, "y", 1e-3);
@@ -1605,7 +1607,7 @@ static void packed_conv_case(const lp_conv_desc *d) {
             outbuf y;
             out_init(&t, &y, ny, -1, 1);
             memcpy(y.want, yref, sizeof(float) * (size_t)ny);
-            DUT_CALL(&t, conv_fwd, &e, gxp, gw, gb, y.dev);
+            DUT_CALL(&t, conv_fwd, &e, gxp, gw, bv, y.dev);
             out_check(&t, &y, "y", 0, 1e-6);
         }
         tw_end(&t);
@@ -1639,6 +1641,7 @@ static void t_packed(void **state) {
             {pool_make(2, 7, 10, 9, 3, 3, 1, 2, 1, 0, 2, 1, 2, 1, 1, 0, 1), "max 3x3 d2,1 ceil"},
             {pool_make(2, 6, 9, 9, 3, 3, 2, 2, 1, 1, 1, 1, 1, 1, 0, 1, 0), "avg 3x3 s2 p1 incl pad"},
             {pool_make(3, 33, 7, 7, 7, 7, 1, 1, 0, 0, 0, 0, 1, 1, 0, 0, 0), "global avg"},
+            {pool_make(2, 5, 9, 11, 9, 11, 1, 1, 0, 0, 0, 0, 1, 1, 1, 0, 0), "global max"},
         };
         for (size_t i = 0; i < sizeof pl / sizeof *pl && !g_broken; i++)
             if (pool_windows_ok(&pl[i].d)) packed_pool_case(&pl[i].d, pl[i].what);

@@ -291,22 +291,24 @@ static void test_fusion(void **state) {
     lp_model_free(m);
 }
 
-/* A Conv node w_<name> (k x c/group x 3 x 3) + b_<name>, random weights. */
+/* A Conv node w_<name> (k x c/group x 3 x 3), with b_<name> when bias; random weights. */
 static void add_conv(lp_model *m, tu_rng *g, const char *name, const char *x, int c, int k, int group,
-                     const int64_t pads[4]) {
+                     const int64_t pads[4], int bias) {
     char wn[32], bn[32];
     snprintf(wn, sizeof wn, "w_%s", name);
     snprintf(bn, sizeof bn, "b_%s", name);
     int64_t ws[4] = {k, c / group, 3, 3}, bs[1] = {k};
     lp_tensor *w, *b;
     assert_int_equal(lp_tensor_new(&w, LP_DEVICE_CPU, LP_F32, 4, ws), LP_OK);
-    assert_int_equal(lp_tensor_new(&b, LP_DEVICE_CPU, LP_F32, 1, bs), LP_OK);
     tu_fill_uniform(g, w->data, lp_tensor_numel(w), -0.4f, 0.4f);
-    tu_fill_uniform(g, b->data, k, -0.2f, 0.2f);
     assert_true(lp_model_add_initializer(m, wn, w, 1) >= 0);
-    assert_true(lp_model_add_initializer(m, bn, b, 1) >= 0);
+    if (bias) {
+        assert_int_equal(lp_tensor_new(&b, LP_DEVICE_CPU, LP_F32, 1, bs), LP_OK);
+        tu_fill_uniform(g, b->data, k, -0.2f, 0.2f);
+        assert_true(lp_model_add_initializer(m, bn, b, 1) >= 0);
+    }
     const char *in[3] = {x, wn, bn}, *out[1] = {name};
-    int i = lp_model_add_node(m, "Conv", name, 3, in, 1, out);
+    int i = lp_model_add_node(m, "Conv", name, bias ? 3 : 2, in, 1, out);
     assert_true(i >= 0);
     const int64_t k3[2] = {3, 3};
     lp_node_set_ints(&m->nodes[i], "kernel_shape", 2, k3);
@@ -321,37 +323,66 @@ static void add_op(lp_model *m, const char *type, const char *a, const char *b, 
 
 /* x -> conv1+relu -> r1 -> MaxPool 3x3 s1 p1 -> m1 -> conv2 (grouped) -> y2;
  * a1 = y2 + m1; r2 = relu(a1) -> conv3 (pads 1,0,1,2) -> y3; a2 = y3 + r2;
- * r3 = relu(a2) -> GlobalAveragePool -> Flatten. Packed: r1, m1, y2, r2, y3, r3 (each
- * Add computes its Relu: a1 and a2 are never stored); the pool unpacks. */
+ * r3 = relu(a2) -> conv4 (5 channels, no bias) -> y4; q1 = relu(y4), q2 = relu(y4);
+ * d = q1 + q2; e = d + d -> GlobalMaxPool -> Flatten. Packed: r1, m1, y2, r2, y3, r3,
+ * y4, q1, q2, d, e (11; a1 and a2 are never stored: each Add computes its Relu; the
+ * two Relus of y4 run packed to packed; odd counts from 5 channels); the pool unpacks. */
 static lp_model *residual_model(void) {
     tu_rng g = {11};
     lp_model *m = lp_model_new();
     lp_shape in = {4, {1, 3, 9, 11}};
     lp_model_add_input(m, "x", &in);
     const int64_t p1[4] = {1, 1, 1, 1}, pa[4] = {1, 0, 1, 2};
-    add_conv(m, &g, "c1", "x", 3, 8, 1, p1);
+    add_conv(m, &g, "c1", "x", 3, 8, 1, p1, 1);
     add_op(m, "Relu", "c1", NULL, "r1");
     add_op(m, "MaxPool", "r1", NULL, "m1");
     const int64_t k3[2] = {3, 3};
     lp_node_set_ints(&m->nodes[m->n_nodes - 1], "kernel_shape", 2, k3);
     lp_node_set_ints(&m->nodes[m->n_nodes - 1], "pads", 4, p1);
-    add_conv(m, &g, "y2", "m1", 8, 8, 2, p1);
+    add_conv(m, &g, "y2", "m1", 8, 8, 2, p1, 1);
     add_op(m, "Add", "y2", "m1", "a1");
     add_op(m, "Relu", "a1", NULL, "r2");
-    add_conv(m, &g, "y3", "r2", 8, 8, 1, pa);
+    add_conv(m, &g, "y3", "r2", 8, 8, 1, pa, 1);
     add_op(m, "Add", "y3", "r2", "a2");
     add_op(m, "Relu", "a2", NULL, "r3");
-    add_op(m, "GlobalAveragePool", "r3", NULL, "gap");
-    add_op(m, "Flatten", "gap", NULL, "logits");
+    add_conv(m, &g, "y4", "r3", 8, 5, 1, p1, 0);
+    add_op(m, "Relu", "y4", NULL, "q1");
+    add_op(m, "Relu", "y4", NULL, "q2");
+    add_op(m, "Add", "q1", "q2", "d");
+    add_op(m, "Add", "d", "d", "e");
+    add_op(m, "GlobalMaxPool", "e", NULL, "gmp");
+    add_op(m, "Flatten", "gmp", NULL, "logits");
     lp_model_mark_output(m, "logits");
     assert_int_equal(lp_model_finalize(m), LP_OK);
     return m;
 }
 
-static int packed_count(const lp_run *r) {
+static void expect_speed(const lp_run *r, int packed, int fused) {
     lp_run_speed sp;
     lp_run_speed_info(r, &sp);
-    return sp.packed;
+    if (sp.packed != packed || sp.fused != fused)
+        fail_msg("%d values packed and %d Relus fused, expected %d and %d", sp.packed, sp.fused, packed, fused);
+}
+
+/* The packed run's logits against an unpacked bf16 run's and the CPU's. Packing stores
+ * the residual sums in bf16 too (as PyTorch's bf16 does), so it is within a few bf16
+ * roundings (2^-8 each) of the unpacked run; both within bf16's bound of the CPU. */
+static void packed_close(const char *what, int p, const lp_tensor *got, const lp_tensor *plain, const lp_tensor *cpu) {
+    lp_tensor *a = to_host(got), *b = to_host(plain);
+    double e_plain = tu_rel_l2(a->data, b->data, lp_tensor_numel(a));
+    double e_cpu = tu_rel_l2(a->data, cpu->data, lp_tensor_numel(a));
+    fprintf(stderr, "  %s %d: packed vs unpacked bf16 %.2e, vs CPU fp32 %.2e\n", what, p, e_plain, e_cpu);
+    if (!(e_plain <= 1e-2)) fail_msg("%s %d: packed vs unpacked bf16 relative L2 %.3g > 1e-2", what, p, e_plain);
+    if (!(e_cpu <= 3e-2)) fail_msg("%s %d: packed bf16 vs CPU relative L2 %.3g > 3e-2", what, p, e_cpu);
+    lp_tensor_free(a), lp_tensor_free(b);
+}
+
+/* A forward on the unpacked run: its plan is made now, without packing. */
+static void forward_unpacked(lp_run *r, const lp_tensor *x) {
+    setenv("LOUPE_PACK", "0", 1);
+    lp_status s = lp_run_forward(r, x);
+    unsetenv("LOUPE_PACK");
+    assert_int_equal(s, LP_OK);
 }
 
 static void test_packing(void **state) {
@@ -367,53 +398,70 @@ static void test_packing(void **state) {
     assert_int_equal(lp_run_set_forward_only(plain, 1), LP_OK);
     _lp_run_set_graphs(pk, 1);
     tu_rng g = {5};
-    int64_t xs[4] = {3, 3, 9, 11};
-    lp_tensor *x;
-    assert_int_equal(lp_tensor_new(&x, LP_DEVICE_CPU, LP_F32, 4, xs), LP_OK);
-    for (int p = 0; p < 4; p++) {
+    /* batches 3 3 3 2 3: graphs from the third pass, a new plan for each new batch */
+    const int batches[5] = {3, 3, 3, 2, 3};
+    lp_tensor *x = NULL;
+    for (int p = 0; p < 5; p++) {
+        int64_t xs[4] = {batches[p], 3, 9, 11};
+        lp_tensor_free(x);
+        assert_int_equal(lp_tensor_new(&x, LP_DEVICE_CPU, LP_F32, 4, xs), LP_OK);
         tu_fill_uniform(&g, x->data, lp_tensor_numel(x), -1.f, 1.f);
         assert_int_equal(lp_run_forward(cpu, x), LP_OK);
         assert_int_equal(lp_run_forward(pk, x), LP_OK);
-        lp_run_speed sp;
-        lp_run_speed_info(pk, &sp);
-        assert_int_equal(sp.packed, 6);
-        assert_int_equal(sp.fused, 3); /* conv1+relu, and each packed Add+Relu */
-        setenv("LOUPE_PACK", "0", 1); /* the plain run's plan is made now, without packing */
-        lp_status s = lp_run_forward(plain, x);
-        unsetenv("LOUPE_PACK");
-        assert_int_equal(s, LP_OK);
-        assert_int_equal(packed_count(plain), 0);
-        lp_tensor *a = to_host(lp_run_output(pk)), *b = to_host(lp_run_output(plain));
-        /* Packed stores the residual sums in bf16 too (as PyTorch's bf16 does): within a
-         * few bf16 roundings (2^-8 each) of the unpacked run, and bf16's bound of the CPU. */
-        double e_plain = tu_rel_l2(a->data, b->data, lp_tensor_numel(a));
-        double e_cpu = tu_rel_l2(a->data, lp_run_output(cpu)->data, lp_tensor_numel(a));
-        fprintf(stderr, "  pass %d: packed vs unpacked bf16 %.2e, vs CPU fp32 %.2e\n", p, e_plain, e_cpu);
-        if (!(e_plain <= 1.5e-2)) fail_msg("pass %d: packed vs unpacked bf16 relative L2 %.3g > 1.5e-2", p, e_plain);
-        if (!(e_cpu <= 3e-2)) fail_msg("pass %d: packed bf16 vs CPU relative L2 %.3g > 3e-2", p, e_cpu);
+        expect_speed(pk, 11, 3); /* conv1+relu, and each residual Add+Relu */
+        forward_unpacked(plain, x);
+        expect_speed(plain, 0, 1);
+        packed_close("pass", p, lp_run_output(pk), lp_run_output(plain), lp_run_output(cpu));
         assert_null(lp_run_value(pk, "y2")); /* packed values are the arena's, never handed out */
-        lp_tensor_free(a), lp_tensor_free(b);
     }
-    fprintf(stderr, "  packed forward-only run: %lld of 4 passes replayed\n", (long long)replays(pk));
-    assert_true(replays(pk) >= 2);
-    /* Asking for a value keeps it unpacked; so does another precision (the plan is made again). */
+    /* the third pass replays (the second was captured); the batch changes after it are eager */
+    fprintf(stderr, "  packed forward-only run: %lld of 5 passes replayed\n", (long long)replays(pk));
+    assert_true(replays(pk) >= 1);
+    /* Asking for a value keeps it unpacked: y3's Add then unpacks r2 and a2 (and so r3);
+     * r2's Relu, no longer fused, unpacks in the middle of the network, and conv4 reads
+     * fp32 and writes packed. */
     assert_int_equal(lp_run_capture(pk, "y3"), LP_OK);
     assert_int_equal(lp_run_forward(pk, x), LP_OK);
-    /* y3 kept: its Add unpacks r2 and a2 too (and so r3); r1, m1, y2, a1 stay packed,
-     * and r2's Relu (no longer fused) now unpacks in the middle of the network */
-    assert_int_equal(packed_count(pk), 4);
-    lp_tensor *y3 = to_host(lp_run_value(pk, "y3")), *l = to_host(lp_run_output(pk));
+    expect_speed(pk, 9, 1);
+    lp_tensor *y3 = to_host(lp_run_value(pk, "y3"));
     assert_int_equal(lp_run_capture(cpu, "y3"), LP_OK);
     assert_int_equal(lp_run_forward(cpu, x), LP_OK);
     close_to("captured y3", 0, y3, lp_run_value(cpu, "y3"), 3e-2);
-    close_to("logits with y3 kept", 0, l, lp_run_output(cpu), 3e-2);
-    lp_tensor_free(y3), lp_tensor_free(l);
+    packed_close("y3 kept", 0, lp_run_output(pk), lp_run_output(plain), lp_run_output(cpu));
+    lp_tensor_free(y3);
+    /* Another precision makes a new plan (fp32 packs nothing), and bf16 again the old one. */
     assert_int_equal(lp_run_set_precision(pk, LP_PREC_FP32), LP_OK);
     assert_int_equal(lp_run_forward(pk, x), LP_OK);
-    assert_int_equal(packed_count(pk), 0);
+    expect_speed(pk, 0, 1);
     lp_tensor *y = to_host(lp_run_output(pk));
     close_to("fp32 after bf16", 0, y, lp_run_output(cpu), 1e-5);
     lp_tensor_free(y);
+    assert_int_equal(lp_run_set_precision(pk, LP_PREC_BF16), LP_OK);
+    assert_int_equal(lp_run_forward(pk, x), LP_OK);
+    expect_speed(pk, 9, 1);
+    packed_close("bf16 again", 0, lp_run_output(pk), lp_run_output(plain), lp_run_output(cpu));
+    lp_run_free(pk);
+
+    /* A tail re-run from r3 (Ablation-CAM's): r3 is kept, so its Relu reads a2 packed
+     * (stored now, not fused) and writes it unpacked; the tail (conv4 on, packed) runs
+     * again on an edited r3. */
+    assert_int_equal(lp_run_new(m, LP_DEVICE_CUDA, &pk), LP_OK);
+    assert_int_equal(lp_run_set_precision(pk, LP_PREC_BF16), LP_OK);
+    const _lp_keep tail = {1, 0, -1, lp_model_find_value(m, "r3")};
+    assert_int_equal(_lp_run_set_keep(pk, &tail), LP_OK);
+    assert_int_equal(lp_run_forward(pk, x), LP_OK);
+    expect_speed(pk, 11, 2); /* a2 packed in r3's stead; conv1+relu and a1+relu fused */
+    lp_tensor *r3 = to_host(lp_run_value(pk, "r3"));
+    for (int64_t i = 0; i < lp_tensor_numel(r3); i += 3) ((float *)r3->data)[i] = 0.f; /* ablate every third */
+    assert_int_equal(_lp_run_forward_from(pk, "r3", r3), LP_OK);
+    assert_int_equal(lp_run_capture(cpu, "r3"), LP_OK);
+    assert_int_equal(lp_run_forward(cpu, x), LP_OK);
+    assert_int_equal(_lp_run_forward_from(cpu, "r3", r3), LP_OK);
+    forward_unpacked(plain, x);
+    lp_tensor *yt = to_host(lp_run_output(pk));
+    close_to("tail re-run", 0, yt, lp_run_output(cpu), 3e-2);
+    lp_tensor_free(yt);
+    lp_tensor_free(r3);
     lp_tensor_free(x);
     lp_run_free(cpu);
     lp_run_free(pk);
