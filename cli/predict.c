@@ -15,7 +15,7 @@ static void help(void) {
            "  --labels FILE    class names, one per line (default: the bundled model's)\n"
            "  --top K          classes to show per input (default 5)\n"
            "  --batch N        inputs per forward pass (default 32)\n"
-           "  --logits-out F   write the raw logits (N x classes, float32) to F.npy\n" CLI_PRE_HELP
+           "  --logits-out F   write the raw logits to F, a NumPy .npy (N x classes, float32)\n" CLI_PRE_HELP
            "  -h, --help       this help\n");
 }
 
