@@ -10,9 +10,10 @@
  * PyTorch's cells (JSON lines, echoed as they come), says model_done and waits on its
  * stdin; Loupe then loads the same ONNX file, validates each precision (logits and input
  * gradient vs PyTorch float64, rel L2) and times it, one table row per cell printed as
- * soon as it is measured, then lets the peer go on. For the first model the bf16 forward
- * cell is measured a second time with packed activations off (LOUPE_PACK=0), a line
- * under its row, so the table shows what packing gives on that card. So the two never share the GPU, and a
+ * soon as it is measured, then lets the peer go on. For the first model the bf16 cells
+ * (forward and input gradient) are measured a second time with packed activations off
+ * (LOUPE_PACK=0), a line under each row, so the table shows what packing gives on that
+ * card. So the two never share the GPU, and a
  * timeout still leaves every complete row so far (resnet50's first, vgg16's last). A row
  * whose validation fails says WRONG and the program exits 1: a fast-but-wrong backend
  * cannot look good.
@@ -457,10 +458,11 @@ static void print_row(const model_row *mr, int k, int g, int batch, const cell_r
     fmt_num(tm, sizeof tm, pc->have ? pc->peak_mib : 0, "%.0f");
     if (validated) snprintf(val, sizeof val, "%.2e (<= %.1e)", e, bound);
     else snprintf(val, sizeof val, "not validated");
-    char sp[96] = "-";
+    char sp[128] = "-", pg[32] = "";
+    if (lr && lr->speed.packed_grads) snprintf(pg, sizeof pg, " (+%d gradients)", lr->speed.packed_grads);
     if (lr)
-        snprintf(sp, sizeof sp, "%d Relus fused, %d values packed, %lld of %d passes from graphs", lr->speed.fused,
-                 lr->speed.packed, (long long)lr->speed.graph_replays / (g ? 2 : 1), lr->passes);
+        snprintf(sp, sizeof sp, "%d Relus fused, %d values packed%s, %lld of %d passes from graphs", lr->speed.fused,
+                 lr->speed.packed, pg, (long long)lr->speed.graph_replays / (g ? 2 : 1), lr->passes);
     printf("%-9s %-4s %-7s %5d | %11s | %11s | %6s | %9s | %9s | %-24s | %-5s | %s", mr->name,
            lp_precision_name((lp_precision)k), g ? "in-grad" : "forward", batch, l, t, ratio, lm, tm, val,
            !validated ? "-" : (e <= bound ? "ok" : "WRONG"), sp);
@@ -479,25 +481,27 @@ static int load_npy(const char *dir, const char *model, const char *suffix, lp_t
     return 0;
 }
 
-/* The bf16 forward cell again with activations unpacked (LOUPE_PACK=0: fp32 NCHW
- * between convolutions, converted around each), to measure what packing gives. */
-static void ab_pack_row(lp_model *m, const bench_opts *o, const model_row *mr, const lp_tensor *x, int64_t ncls,
+/* A bf16 cell (g: input gradient) again with activations unpacked (LOUPE_PACK=0:
+ * fp32 NCHW between convolutions, converted around each), to measure what packing gives. */
+static void ab_pack_row(lp_model *m, const bench_opts *o, const model_row *mr, int g, const lp_tensor *x, int64_t ncls,
                         const cell_result *packed) {
     cell_result ur = {0};
+    const char *what = g ? "in-grad" : "forward";
     setenv("LOUPE_PACK", "0", 1); /* read when the run plans its first pass */
-    lp_status s = loupe_cell(m, o, LP_PREC_BF16, 0, x, ncls, mr->cls, &ur);
+    lp_status s = loupe_cell(m, o, LP_PREC_BF16, g, x, ncls, mr->cls, &ur);
     unsetenv("LOUPE_PACK");
     if (s != LP_OK)
-        printf("%-9s bf16 forward unpacked (LOUPE_PACK=0): ERROR: %s\n", mr->name, lp_last_error());
+        printf("%-9s bf16 %s unpacked (LOUPE_PACK=0): ERROR: %s\n", mr->name, what, lp_last_error());
     else
-        printf("%-9s bf16 forward unpacked (LOUPE_PACK=0): %.1f images/s, peak %.0f MiB; packed (%d values) is "
-               "%.2fx that\n",
-               mr->name, ur.ips, ur.peak_mib, packed->speed.packed, ur.ips > 0 ? packed->ips / ur.ips : 0);
+        printf("%-9s bf16 %s unpacked (LOUPE_PACK=0): %.1f images/s, peak %.0f MiB; packed (%d values, %d gradients) "
+               "is %.2fx that\n",
+               mr->name, what, ur.ips, ur.peak_mib, packed->speed.packed, packed->speed.packed_grads,
+               ur.ips > 0 ? packed->ips / ur.ips : 0);
     fflush(stdout);
 }
 
 /* Every cell of one model; returns the number of failures (errors, WRONG rows). With
- * ab_pack, the bf16 forward cell is also measured unpacked (ab_pack_row). */
+ * ab_pack, the bf16 cells are also measured unpacked (ab_pack_row). */
 static int bench_model(const bench_opts *o, model_row *mr, const int *precs, int nprec, int ab_pack) {
     char path[4400], err[6000];
     lp_model *m = NULL;
@@ -534,7 +538,7 @@ static int bench_model(const bench_opts *o, model_row *mr, const int *precs, int
             print_row(mr, k, g, g ? o->batch_grad : o->batch_fwd, s == LP_OK ? &lr : NULL,
                       s != LP_OK ? cerr : msg, e[g], bound[g], vs == LP_OK);
             if (s != LP_OK || vs != LP_OK || !(e[g] <= bound[g])) bad++;
-            if (ab_pack && s == LP_OK && k == LP_PREC_BF16 && !g) ab_pack_row(m, o, mr, x, ncls, &lr);
+            if (ab_pack && s == LP_OK && k == LP_PREC_BF16) ab_pack_row(m, o, mr, g, x, ncls, &lr);
         }
     }
 done:

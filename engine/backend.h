@@ -20,9 +20,12 @@ typedef struct lp_conv_desc {
                             * into the convolution's last pass (the executor sets it) */
     int accumulate;        /* forward only: y = y + conv + b (before the ReLU), as the
                             * backward passes add (ConvTranspose's input gradient) */
-    int x_packed, y_packed;/* forward only, backends with `packed`: x / y is a packed
-                            * activation (bf16 NHWC, see lp_backend.packed); not with
-                            * accumulate */
+    int x_packed, y_packed;/* backends with `packed`: x / y (conv_fwd), dx / dy
+                            * (conv_bwd_data, which accumulates into a packed dx
+                            * too) is packed (bf16 NHWC, see lp_backend.packed);
+                            * conv_fwd: not with accumulate */
+    int overwrite;         /* conv_bwd_data: dx is written, not added to (a gradient's
+                            * first contribution: the executor skips its zeroing) */
 } lp_conv_desc;
 
 typedef struct lp_pool_desc {
@@ -68,19 +71,30 @@ typedef enum lp_binary_kind { LP_BIN_ADD = 0, LP_BIN_SUB, LP_BIN_MUL, LP_BIN_DIV
 typedef struct lp_backend {
     const char *name;
     lp_device device;
-    /* Packed activations: 4-D values a forward-only run stores as bfloat16 NHWC (the
-     * layout tensor cores read), where only convolutions and same-shape Add / Relu
-     * touch them (and pooling reads), so conv -> conv edges skip the fp32 NCHW round trip. Set by backends
+    /* Packed activations: 4-D values a forward-only or lean run stores as bfloat16
+     * NHWC (the layout tensor cores read), where only convolutions, pooling and
+     * same-shape Add / Relu touch them, so conv -> conv edges skip the fp32
+     * NCHW round trip; lean runs pack those values' gradients alike. Set by backends
      * that compute convolutions in bf16 (CUDA's bf16 table); the executor decides which
-     * values are packed, and tells conv_fwd through lp_conv_desc.x_packed / y_packed. */
+     * values are packed, and tells the convolutions through lp_conv_desc.x_packed /
+     * y_packed. */
     int packed;
     /* y = act(a + b) on n packed values (b may be NULL: y = act(a)); act is max(0, .)
      * when relu. */
     lp_status (*packed_add)(int64_t n, const void *a, const void *b, void *y, int relu);
     /* y (NCHW fp32) = act(x) of a packed n x c x hw value. */
     lp_status (*unpack)(int n, int c, int64_t hw, const void *x, float *y, int relu);
+    /* The reverse: y (packed) = x (NCHW fp32, n x c x hw). */
+    lp_status (*pack)(int n, int c, int64_t hw, const float *x, void *y);
+    /* Relu's backward on n packed values: dx (+)= (y > 0 ? dy : 0); accumulate: add
+     * to dx, else overwrite. */
+    lp_status (*packed_relu_bwd)(int64_t n, const void *y, const void *dy, void *dx, int accumulate);
     /* pool_fwd of a packed x into y, packed when y_packed, else NCHW fp32. */
     lp_status (*pool_fwd_packed)(const lp_pool_desc *d, const void *x, void *y, int y_packed);
+    /* A lean run's pool_bwd with x (read by max only) and dx packed (dx accumulates, or
+     * is overwritten when not accumulate); dy packed when dy_packed, else NCHW fp32. */
+    lp_status (*pool_bwd_packed)(const lp_pool_desc *d, const void *x, const void *dy, int dy_packed, void *dx,
+                                 int accumulate);
 
     /* memory */
     lp_status (*alloc)(size_t bytes, void **p);

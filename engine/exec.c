@@ -52,7 +52,9 @@ struct lp_run {
     lp_tensor *arena;
     char *transient;   /* per value: its activation lives in the arena (read only in the forward) */
     char *gtransient;  /* per value: its gradient lives in the arena (read only in the backward) */
-    char *packed;      /* per value (forward-only, lp_backend.packed): stored packed, bf16 NHWC */
+    char *packed;      /* per value (lp_backend.packed): stored packed, bf16 NHWC; 2: and a
+                        * lean run's backward reads it (so it lives through that) */
+    char *gpacked;     /* per value (lean, lp_backend.packed): its gradient is packed */
     lp_shape *plan_shapes; /* the shapes the plan was made for */
     int plan_ok;       /* the plan matches the run's mode and captures */
 };
@@ -126,6 +128,7 @@ void lp_run_free(lp_run *r) {
     free(r->transient);
     free(r->gtransient);
     free(r->packed);
+    free(r->gpacked);
     free(r->plan_shapes);
     for (int p = 0; p < 2; p++) {
         lp_cuda_graph_free(r->pg[p].g);
@@ -209,6 +212,7 @@ static void drop_plan(lp_run *r) {
     if (r->transient) memset(r->transient, 0, (size_t)r->m->n_values);
     if (r->gtransient) memset(r->gtransient, 0, (size_t)r->m->n_values);
     if (r->packed) memset(r->packed, 0, (size_t)r->m->n_values);
+    if (r->gpacked) memset(r->gpacked, 0, (size_t)r->m->n_values);
     unfuse_adds(r);
     r->plan_ok = 0;
     r->has_forward = 0;
@@ -355,8 +359,9 @@ static void grad_required(const lp_model *m, int weight_grads, int root, char *r
 }
 
 /* Values a forward-only or lean run must keep whole after its forward: inputs,
- * outputs, captures, int64 values and (lean) what the plain backward reads. */
-static void plan_keep(const lp_run *r, const char *req, char *keep) {
+ * outputs, captures, int64 values (keep), and (lean) what the plain backward reads
+ * (bread). */
+static void plan_keep(const lp_run *r, const char *req, char *keep, char *bread) {
     const lp_model *m = r->m;
     for (int v = 0; v < m->n_values; v++)
         keep[v] = r->capture[v] || m->values[v].dtype != LP_F32 || m->values[v].init != NULL;
@@ -386,8 +391,8 @@ static void plan_keep(const lp_run *r, const char *req, char *keep) {
         if (!any) continue; /* the backward never runs this node */
         lp_op_backward_reads(m, n, din, rd, &out_read);
         for (int k = 0; k < n->n_in; k++)
-            if (rd[k] && n->in[k] >= 0) keep[n->in[k]] = 1;
-        for (int k = 0; out_read && k < n->n_out; k++) keep[n->out[k]] = 1;
+            if (rd[k] && n->in[k] >= 0) bread[n->in[k]] = 1;
+        for (int k = 0; out_read && k < n->n_out; k++) bread[n->out[k]] = 1;
     }
 }
 
@@ -398,9 +403,11 @@ static int pools(const lp_node *n) {
 }
 
 /* Can node i hold value v packed (lp_backend.packed), as its output or (as_input)
- * an input? Convolutions read and write the layout directly (v as the data input,
- * not a weight), and so does pooling; Relu and same-shape Add are elementwise, so any
- * layout is theirs. */
+ * an input? Convolutions and pooling read and write the layout directly (v as the
+ * data input, not a weight), forward and backward; Relu and same-shape Add are
+ * elementwise, so any layout is theirs. Of these, a lean backward reads only a Relu's
+ * output and a max pooling's input (a Conv's input only for weight gradients, which
+ * lean runs never take), and reads them packed. */
 static int packs(const lp_run *r, int i, int v, int as_input) {
     const lp_node *n = &r->m->nodes[i];
     const char *t = n->op->type;
@@ -415,20 +422,24 @@ static int packs(const lp_run *r, int i, int v, int as_input) {
     return 0;
 }
 
-/* Which activations a forward-only run stores packed, as bf16 NHWC (backends with
- * lp_backend.packed; LOUPE_PACK=0 turns it off): 4-D values it does not keep, that a
- * Conv (or the Relu fused into one), a same-shape Add, a Relu or a pooling writes and
- * only such nodes read. An Add's inputs and output are packed together or not at all;
- * a Relu or a pooling may read a packed value and write it unpacked (where the network
- * leaves its convolutions), not the reverse. Everything else stays fp32 NCHW, so other
- * ops never see the layout. */
-static void plan_packing(lp_run *r, const char *keep) {
+/* Which activations a forward-only or lean run stores packed, as bf16 NHWC (backends
+ * with lp_backend.packed; LOUPE_PACK=0 turns it off): 4-D values the caller does not
+ * keep, that a Conv (or the Relu fused into one), a same-shape Add, a Relu or a
+ * pooling writes and only such nodes read. An Add's inputs and output are packed
+ * together or not at all; a pooling (and, forward-only, a Relu) may read a packed
+ * value and write it unpacked (where the network leaves its convolutions), not the
+ * reverse. Everything else stays fp32 NCHW, so other ops never see the layout. A lean
+ * run packs those values' gradients too (gpacked), and the values its backward reads
+ * (Relu outputs, max pooling inputs) live on packed; there a Relu is all packed or
+ * not at all. */
+static void plan_packing(lp_run *r, const char *keep, const char *bread) { /* bread: see packs() */
     const lp_model *m = r->m;
-    char *pk = r->packed;
+    char *pk = r->packed, *gpk = r->gpacked;
     memset(pk, 0, (size_t)m->n_values);
+    memset(gpk, 0, (size_t)m->n_values);
     unfuse_adds(r);
     const char *off = getenv("LOUPE_PACK");
-    if (!r->forward_only || !r->be->packed || r->capture_all || (off && !strcmp(off, "0"))) return;
+    if (!planned(r) || !r->be->packed || r->capture_all || (off && !strcmp(off, "0"))) return;
     for (int v = 0; v < m->n_values; v++) {
         const int p = m->values[v].producer;
         pk[v] = !keep[v] && p >= 0 && m->values[v].dtype == LP_F32 && r->shapes[v].ndim == 4 &&
@@ -448,11 +459,18 @@ static void plan_packing(lp_run *r, const char *keep) {
             if (!strcmp(n->op->type, "Add")) {
                 const int a = pk[n->in[0]], b = pk[n->in[1]], o = pk[n->out[0]];
                 if ((a || b || o) && !(a && b && o)) pk[n->in[0]] = pk[n->in[1]] = pk[n->out[0]] = 0, changed = 1;
+            } else if (r->lean && !strcmp(n->op->type, "Relu") && pk[n->in[0]] != pk[n->out[0]]) {
+                pk[n->in[0]] = pk[n->out[0]] = 0, changed = 1;
             } else if ((!strcmp(n->op->type, "Relu") || pools(n)) && pk[n->out[0]] && !pk[n->in[0]]) {
                 pk[n->out[0]] = 0, changed = 1;
             }
         }
     }
+    /* Lean: each packed value's gradient is packed, and so is a fused Relu's input's
+     * (never stored; its gradient runs from the Relu's backward to the Conv's). */
+    for (int v = 0; r->lean && v < m->n_values; v++) gpk[v] = pk[v];
+    for (int j = 0; r->lean && j < m->n_nodes; j++)
+        if (fused_away(r, j)) gpk[m->nodes[j].in[0]] = pk[m->nodes[j].out[0]];
     /* A packed Add whose only reader is a packed Relu computes the Relu too (a
      * ResNet's residual sum is never stored), as a Conv does its Relu. */
     int *readers = lp_calloc((size_t)m->n_values + 1, sizeof *readers);
@@ -468,6 +486,8 @@ static void plan_packing(lp_run *r, const char *keep) {
         pk[v] = 0; /* never stored */
     }
     free(readers);
+    for (int v = 0; r->lean && v < m->n_values; v++)
+        if (pk[v] && bread[v]) pk[v] = 2; /* read again by the backward */
 }
 
 /* The memory plan for this pass's shapes (see lp_run.arena). Steps 0..T-1 are the
@@ -481,20 +501,22 @@ static lp_status ensure_plan(lp_run *r) {
     if (!r->transient) r->transient = lp_calloc((size_t)nv + 1, 1);
     if (!r->gtransient) r->gtransient = lp_calloc((size_t)nv + 1, 1);
     if (!r->packed) r->packed = lp_calloc((size_t)nv + 1, 1);
-    char *keep = lp_calloc((size_t)nv + 1, 1), *req = r->lean ? lp_calloc((size_t)nv + 1, 1) : NULL;
+    if (!r->gpacked) r->gpacked = lp_calloc((size_t)nv + 1, 1);
+    char *keep = lp_calloc(2 * ((size_t)nv + 1), 1), *bread = keep ? keep + nv + 1 : NULL;
+    char *req = r->lean ? lp_calloc((size_t)nv + 1, 1) : NULL;
     int *first = lp_malloc(((size_t)nv + 1) * 2 * sizeof *first), *last = first ? first + nv + 1 : NULL;
     int *gfirst = lp_malloc(((size_t)nv + 1) * sizeof *gfirst);
     lp_plan_item *it = lp_malloc(((size_t)nv + 1) * 2 * sizeof *it);
     int *who = lp_malloc(((size_t)nv + 1) * 2 * sizeof *who); /* item -> value (+nv: its gradient) */
     lp_status s = LP_OK;
-    if (!r->plan_shapes || !r->transient || !r->gtransient || !r->packed || !keep || (r->lean && !req) || !first ||
-        !gfirst || !it || !who) {
+    if (!r->plan_shapes || !r->transient || !r->gtransient || !r->packed || !r->gpacked || !keep || (r->lean && !req) ||
+        !first || !gfirst || !it || !who) {
         s = LP_ERR_OOM;
         goto out;
     }
     if (req) grad_required(m, 0, r->lean_root, req);
-    plan_keep(r, req, keep);
-    plan_packing(r, keep);
+    plan_keep(r, req, keep, bread);
+    plan_packing(r, keep, bread);
     for (int v = 0; v < nv; v++) first[v] = last[v] = gfirst[v] = -1;
     for (int i = 0; i < T; i++) {
         const lp_node *n = &m->nodes[i];
@@ -512,10 +534,11 @@ static lp_status ensure_plan(lp_run *r) {
     }
     int ni = 0;
     for (int v = 0; v < nv; v++) {
-        if (r->capture_all || keep[v] || m->values[v].producer < 0) continue;
+        if (r->capture_all || keep[v] || (bread[v] && !r->packed[v]) || m->values[v].producer < 0) continue;
         const int64_t bytes = lp_shape_numel(&r->shapes[v]) * (r->packed[v] ? 2 : (int64_t)sizeof(float));
         if (first[v] >= 0 && bytes > 0) {
-            it[ni] = (lp_plan_item){(size_t)bytes, first[v], last[v], 0};
+            /* packed for a lean backward: alive to the last step, for every backward of this forward */
+            it[ni] = (lp_plan_item){(size_t)bytes, first[v], r->packed[v] == 2 ? 2 * T - 1 : last[v], 0};
             who[ni++] = v;
         }
         r->transient[v] = 1; /* also when never stored (a fused pre-activation) */
@@ -525,7 +548,7 @@ static lp_status ensure_plan(lp_run *r) {
         if (!req[v] || r->capture_all || r->capture[v] || v == r->lean_root || m->values[v].producer < 0) continue;
         int is_out = 0;
         for (int k = 0; k < m->n_outputs; k++) is_out |= m->outputs[k] == v;
-        const int64_t bytes = lp_shape_numel(&r->shapes[v]) * (int64_t)sizeof(float);
+        const int64_t bytes = lp_shape_numel(&r->shapes[v]) * (r->gpacked[v] ? 2 : (int64_t)sizeof(float));
         if (is_out || bytes <= 0) continue;
         int g0 = gfirst[v] < 0 ? T : gfirst[v]; /* never read by a node: seeded as the pass starts */
         it[ni] = (lp_plan_item){(size_t)bytes, g0, 2 * T - 1 - m->values[v].producer, 0};
@@ -546,7 +569,7 @@ static lp_status ensure_plan(lp_run *r) {
             break;
         }
         *t = lp_tensor_view(r->dev, LP_F32, &r->shapes[v], (char *)r->arena->data + it[k].offset);
-        if (!is_grad && r->packed[v]) t->nbytes = (size_t)lp_shape_numel(&r->shapes[v]) * 2; /* bf16 */
+        if (is_grad ? r->gpacked[v] : r->packed[v]) t->nbytes = (size_t)lp_shape_numel(&r->shapes[v]) * 2; /* bf16 */
         if (is_grad) r->grad[v] = t;
         else r->val[v] = t, r->owned[v] = 1;
     }
@@ -589,6 +612,7 @@ static lp_status pass_key(lp_run *r, int phase, int of, int wgrads) {
     k[o++] = (uint64_t)wgrads; /* backward: weight gradients and where it stops */
     uint64_t h = 1469598103934665603ull; /* FNV-1a of what the plan packs and fuses (ops see it, not the pointers) */
     for (int v = 0; r->packed && v < m->n_values; v++) h = (h ^ (uint64_t)r->packed[v]) * 1099511628211ull;
+    for (int v = 0; r->gpacked && v < m->n_values; v++) h = (h ^ (uint64_t)r->gpacked[v]) * 1099511628211ull;
     for (int i = 0; r->fused && i < m->n_nodes; i++) h = (h ^ (uint64_t)r->fused[i]) * 1099511628211ull;
     k[o++] = h;
     for (int v = 0; v < m->n_values; v++) {
@@ -687,9 +711,10 @@ static lp_status run_pass(lp_run *r, int phase, int graphed, int of, int wgrads,
 }
 
 void lp_run_speed_info(const lp_run *r, lp_run_speed *out) {
-    out->fused = out->packed = 0;
+    out->fused = out->packed = out->packed_grads = 0;
     for (int i = 0; i < r->m->n_nodes; i++) out->fused += fused_away(r, i); /* as run: captures unfuse */
-    for (int v = 0; r->packed && planned(r) && v < r->m->n_values; v++) out->packed += r->packed[v];
+    for (int v = 0; r->packed && planned(r) && v < r->m->n_values; v++) out->packed += r->packed[v] != 0;
+    for (int v = 0; r->gpacked && planned(r) && v < r->m->n_values; v++) out->packed_grads += r->gpacked[v];
     out->held_bytes = r->arena ? (int64_t)r->arena->nbytes : 0;
     for (int v = 0; v < r->m->n_values; v++) {
         const lp_tensor *a = r->val[v], *g = r->grad[v];
@@ -843,13 +868,14 @@ const lp_tensor *lp_run_grad(const lp_run *r, const char *name) {
     return id < 0 || !r->grad_live[id] || (r->gtransient && r->gtransient[id]) ? NULL : r->grad[id];
 }
 
-/* A zeroed gradient buffer for value v, reusing last pass's when the shape fits. */
-static lp_status ensure_grad(lp_run *r, int v) {
+/* A gradient buffer for value v, zeroed when `clear` (else its first writer writes it
+ * whole), reusing last pass's when the shape fits. */
+static lp_status ensure_grad(lp_run *r, int v, int clear) {
     lp_tensor *g = r->grad[v];
     r->grad_live[v] = 1;
     if (g) {
         lp_shape gs = lp_tensor_shape(g);
-        if (lp_shape_eq(&gs, &r->shapes[v])) return r->be->zero(g->data, g->nbytes);
+        if (lp_shape_eq(&gs, &r->shapes[v])) return clear ? r->be->zero(g->data, g->nbytes) : LP_OK;
         lp_tensor_free(g);
         r->grad[v] = NULL;
     }
@@ -866,11 +892,55 @@ typedef struct backward_arg {
 } backward_arg;
 
 /* A value as a backward reads it: a lean run's unkept activations come as their
- * shape with no data (the op's backward does not read them: lp_op_backward_reads). */
+ * shape with no data (the op's backward does not read them: lp_op_backward_reads),
+ * but for the packed ones the backward reads (in the arena through the backward). */
 static lp_tensor *arg_value(const lp_run *r, int v, lp_tensor *shell) {
-    if (r->val[v] && !(r->transient && r->transient[v])) return r->val[v];
+    if (r->val[v] && (!(r->transient && r->transient[v]) || (r->packed && r->packed[v] == 2))) return r->val[v];
     *shell = lp_tensor_view(r->dev, r->m->values[v].dtype, &r->shapes[v], NULL);
     return shell;
+}
+
+/* An fp32 NCHW copy of packed tensor t in a new buffer (*buf, the caller frees it),
+ * as a view in *u. */
+static lp_status unpacked_copy(const lp_backend *be, const lp_tensor *t, lp_tensor *u, void **buf) {
+    lp_shape sh = lp_tensor_shape(t);
+    LP_TRY(be->alloc((size_t)lp_shape_numel(&sh) * sizeof(float), buf));
+    *u = lp_tensor_view(t->device, LP_F32, &sh, *buf);
+    return be->unpack((int)sh.d[0], (int)sh.d[1], sh.d[2] * sh.d[3], t->data, *buf, 0);
+}
+
+/* A backward rule (guided backprop's Relu) on a lean run's packed node: it sees fp32
+ * NCHW copies of the packed values and gradients, and the input gradients it
+ * accumulates are packed back. (Rules run eagerly, so the buffers may come and go.) */
+static lp_status rule_unpacked(lp_ctx *c, lp_backward_fn fn, const lp_node *n, lp_tensor **in, lp_tensor **out,
+                               lp_tensor **dout, lp_tensor **din) {
+    const lp_backend *be = c->be;
+    lp_tensor u[4 * LP_MAX_IO], *a[4][LP_MAX_IO];
+    lp_tensor **orig[4] = {in, out, dout, din};
+    void *buf[4 * LP_MAX_IO] = {0};
+    const int cnt[4] = {n->n_in, n->n_out, n->n_out, n->n_in};
+    lp_status s = LP_OK;
+    for (int g = 0; g < 4; g++)
+        for (int k = 0; k < cnt[g]; k++) {
+            lp_tensor *t = orig[g][k];
+            a[g][k] = t;
+            const unsigned bits = g == 0 || g == 3 ? c->pack_in : c->pack_out;
+            if (s != LP_OK || !t || !t->data || !(bits >> k & 1u)) continue;
+            s = unpacked_copy(be, t, &u[g * LP_MAX_IO + k], &buf[g * LP_MAX_IO + k]);
+            a[g][k] = &u[g * LP_MAX_IO + k];
+        }
+    lp_ctx plain = *c;
+    plain.pack_in = plain.pack_out = 0;
+    if (s == LP_OK) s = fn(&plain, n, a[0], a[1], a[2], a[3]);
+    for (int k = 0; s == LP_OK && k < n->n_in; k++) {
+        const lp_tensor *t = din[k];
+        if (t && a[3][k] != t) s = be->pack((int)t->shape[0], (int)t->shape[1], t->shape[2] * t->shape[3],
+                                            a[3][k]->data, t->data);
+    }
+    if (s == LP_OK) s = be->sync(); /* the buffers go next */
+    for (int i = 0; i < 4 * LP_MAX_IO; i++)
+        if (buf[i]) be->free(buf[i]);
+    return s;
 }
 
 static lp_status backward_nodes(lp_run *r, void *arg) {
@@ -880,6 +950,7 @@ static lp_status backward_nodes(lp_run *r, void *arg) {
     const char *req = a->req;
     lp_status s = LP_OK;
     lp_ctx c = {.be = r->be, .model = m, .rule_user = opts->rules ? opts->rules->user : NULL};
+    const char *gpk = r->lean ? r->gpacked : NULL;
     int last = m->values[a->of].producer;
     for (int i = last; i >= 0; i--) {
         const lp_node *n = &m->nodes[i];
@@ -892,6 +963,22 @@ static lp_status backward_nodes(lp_run *r, void *arg) {
             live |= dout[k] != NULL;
         }
         if (!live) continue;
+        lp_backward_fn fn = n->op->backward;
+        if (opts->rules) {
+            int idx = lp_op_index(n->op);
+            if (idx >= 0 && idx < opts->rules->n && opts->rules->fn[idx]) fn = opts->rules->fn[idx];
+        }
+        char ctx[512];
+        c.pack_in = c.pack_out = c.din_fresh = 0; /* packed gradients (a lean run's), as plan_packing chose */
+        for (int k = 0; gpk && k < n->n_in; k++)
+            if (n->in[k] >= 0 && gpk[n->in[k]]) c.pack_in |= 1u << k;
+        for (int k = 0; gpk && k < n->n_out; k++)
+            if (gpk[n->out[k]]) c.pack_out |= 1u << k;
+        const int conv = !strcmp(n->op->type, "Conv"), packing = conv || !strcmp(n->op->type, "Relu") ||
+                                                                  !strcmp(n->op->type, "Add") || pools(n);
+        if ((c.pack_in || c.pack_out) && !packing)
+            return lp_fail(LP_ERR_INTERNAL, "%s: a packed gradient reached an op that cannot read it",
+                           lp_node_ctx(m, n, ctx, sizeof ctx));
         int need = 0;
         for (int k = 0; k < n->n_in; k++) {
             int v = n->in[k];
@@ -899,25 +986,27 @@ static lp_status backward_nodes(lp_run *r, void *arg) {
             din[k] = NULL;
             if (v < 0 || !req[v]) continue;
             if (!r->grad_live[v]) {
-                s = ensure_grad(r, v);
+                /* A gradient's first contribution is written rather than added, so it need
+                 * not be cleared first, by the ops that know how (rules add): a Conv's input
+                 * gradient, a same-shape Add's (a copy), and packed ones. */
+                const int add = !strcmp(n->op->type, "Add") && lp_shape_eq(&r->shapes[v], &r->shapes[n->out[0]]);
+                const int fresh = fn == n->op->backward &&
+                                  ((conv && k == 0) || add || (packing && (c.pack_in >> k & 1u)));
+                s = ensure_grad(r, v, !fresh);
                 if (s != LP_OK) return s;
+                c.din_fresh |= (unsigned)fresh << k;
             }
             din[k] = r->grad[v];
             need = 1;
         }
         if (!need) continue;
-        lp_backward_fn fn = n->op->backward;
-        if (opts->rules) {
-            int idx = lp_op_index(n->op);
-            if (idx >= 0 && idx < opts->rules->n && opts->rules->fn[idx]) fn = opts->rules->fn[idx];
-        }
-        char ctx[512];
         if (!fn) {
             s = lp_fail(LP_ERR_UNSUPPORTED, "%s: no gradient is defined for this op", lp_node_ctx(m, n, ctx, sizeof ctx));
             return s;
         }
         c.aux = r->aux[i];
-        s = fn(&c, n, in, out, dout, din);
+        if ((c.pack_in || c.pack_out) && fn != n->op->backward) s = rule_unpacked(&c, fn, n, in, out, dout, din);
+        else s = fn(&c, n, in, out, dout, din);
         if (s != LP_OK) {
             s = lp_fail_prefix(s, "%s (backward)", lp_node_ctx(m, n, ctx, sizeof ctx));
             return s;
@@ -940,6 +1029,33 @@ static lp_status lean_covers(const lp_run *r, const char *req) {
     const char *root = m->values[r->lean_root].name;
     return lp_fail(LP_ERR_ARG, "backward needs the gradient of '%s', but this lean run keeps only what gradients down to "
                    "'%s' read (stop at '%s' or a value it feeds)", m->values[v].name, root, root);
+}
+
+/* The seed of a backward from a value whose gradient is packed (a lean run's
+ * activation the caller did not keep): seed, or ones, packed into g. */
+static lp_status seed_packed(lp_run *r, lp_tensor *g, const lp_tensor *seed, const char *name) {
+    const lp_backend *be = r->be;
+    lp_shape gs = lp_tensor_shape(g);
+    const int64_t n = lp_shape_numel(&gs);
+    if (seed) {
+        lp_shape ss = lp_tensor_shape(seed);
+        if (!lp_shape_eq(&ss, &gs) || seed->dtype != LP_F32) {
+            char a[96], b[96];
+            return lp_fail(LP_ERR_SHAPE, "backward seed is %s but value '%s' is %s", lp_shape_fmt(&ss, a, sizeof a),
+                           name, lp_shape_fmt(&gs, b, sizeof b));
+        }
+        if (seed->device != r->dev && seed->device != LP_DEVICE_CPU)
+            return lp_fail(LP_ERR_ARG, "backward seed is on another device");
+    }
+    void *tmp;
+    LP_TRY(be->alloc((size_t)n * sizeof(float), &tmp));
+    lp_status s = !seed                          ? be->fill(n, 1.0f, tmp)
+                  : seed->device == LP_DEVICE_CPU ? be->upload(tmp, seed->data, (size_t)n * sizeof(float))
+                                                  : be->copy(tmp, seed->data, (size_t)n * sizeof(float));
+    if (s == LP_OK) s = be->pack((int)gs.d[0], (int)gs.d[1], gs.d[2] * gs.d[3], tmp, g->data);
+    if (s == LP_OK) s = be->sync();
+    be->free(tmp);
+    return s;
 }
 
 lp_status lp_run_backward(lp_run *r, const lp_backward_opts *opts) {
@@ -969,10 +1085,12 @@ lp_status lp_run_backward(lp_run *r, const lp_backward_opts *opts) {
     lp_status s = LP_OK;
     if (r->lean && r->lean_root >= 0 && (s = lean_covers(r, req)) != LP_OK) goto out;
     memset(r->grad_live, 0, nv); /* gradients of an earlier backward would mislead */
-    s = ensure_grad(r, of);
+    s = ensure_grad(r, of, 1);
     if (s != LP_OK) goto out;
     lp_tensor *g = r->grad[of];
-    if (opts->seed) {
+    if (r->lean && r->gpacked && r->gpacked[of]) {
+        s = seed_packed(r, g, opts->seed, m->values[of].name);
+    } else if (opts->seed) {
         lp_shape ss = lp_tensor_shape(opts->seed);
         if (!lp_shape_eq(&ss, &r->shapes[of]) || opts->seed->dtype != LP_F32) {
             char a[96], b[96];

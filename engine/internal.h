@@ -170,9 +170,14 @@ typedef struct lp_ctx {
     const struct lp_tensor *aux; /* what the op's derive made for this node in this run, or NULL;
                                   * the op may keep scratch in it (one node of one run, one
                                   * stream: BatchNormalization's gradient sums) */
-    unsigned pack_in, pack_out;  /* forward: bit k set when input / output k is a packed
-                                  * activation (lp_backend.packed; the executor packs only
-                                  * values of Conv, same-shape Add and Relu) */
+    unsigned pack_in, pack_out;  /* bit k set when input / output k is a packed activation
+                                  * (lp_backend.packed; the executor packs only values of
+                                  * Conv, same-shape Add, Relu and pooling); backward: when
+                                  * din[k] / dout[k] are packed (a lean run's; so are the
+                                  * values the backward reads) */
+    unsigned din_fresh;          /* backward: bit k set when din[k] holds no gradient yet and
+                                  * was not cleared: the op writes it rather than adds (only
+                                  * for ops the executor knows to: see backward_nodes) */
 } lp_ctx;
 
 /* Ops' forward/backward see tensors on the run's device; int64 tensors (shapes,

@@ -153,11 +153,13 @@ lp_status lp_run_set_lean(lp_run *r, int on);
 lp_status lp_run_set_lean_at(lp_run *r, const char *stop_at);
 /* What the executor's speed paths did in this run: Relus computed in the pass of the
  * Conv before them (forward-only and lean runs) or of a packed Add, activations
- * stored packed as bf16 NHWC between convolutions (forward-only runs in bf16), and
+ * stored packed as bf16 NHWC between convolutions (forward-only and lean runs in
+ * bf16; lean runs their gradients too), and
  * passes replayed from a CUDA graph (CUDA runs). */
 typedef struct lp_run_speed {
     int fused;
     int packed;
+    int packed_grads; /* lean runs in bf16: gradients stored packed alike */
     int64_t graph_replays;
     int64_t held_bytes; /* device bytes the run holds for activations and gradients (arena included) */
 } lp_run_speed;

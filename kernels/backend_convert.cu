@@ -3,8 +3,8 @@
 // bf16 for cuDNN's bf16 convolutions, and back to NCHW fp32 with bias, accumulation
 // and the fused ReLU folded into the same pass (one read, one write per element).
 // Packed activations (lp_backend.packed: bf16 NHWC values that conv->conv edges keep)
-// get their own elementwise kernels: bias + ReLU in place after cuDNN, and Add / ReLU
-// on two packed operands. CPU twin: the same rounding in tests (bf16 = the upper 16
+// get their own elementwise kernels: bias + ReLU in place after cuDNN, Add / ReLU
+// on two packed operands, and ReLU's gradient (lean runs keep gradients packed too). CPU twin: the same rounding in tests (bf16 = the upper 16
 // bits after RNE).
 #include <cuda_runtime.h>
 
@@ -134,6 +134,28 @@ __global__ void bias_act_nhwc_bf16_kernel(int64_t n, int c, const float *bias, i
     }
 }
 
+// ReLU's input gradient on packed values: dx = (dx +) (y > 0 ? dy : 0); a gradient's
+// first contribution overwrites (the executor skips clearing it), later ones add.
+__global__ void relu_bwd_bf16_kernel(int64_t n, const uint16_t *y, const uint16_t *dy, uint16_t *dx, int accumulate) {
+    GRID_LOOP(i, (n + 1) / 2) {
+        const int64_t e = 2 * i;
+        if (e + 1 < n) {
+            const uint32_t yy = reinterpret_cast<const uint32_t *>(y)[i], g = reinterpret_cast<const uint32_t *>(dy)[i];
+            uint32_t *w = reinterpret_cast<uint32_t *>(dx) + i;
+            const float g0 = lo16(yy) > 0.f ? lo16(g) : 0.f, g1 = hi16(yy) > 0.f ? hi16(g) : 0.f;
+            if (accumulate) {
+                const uint32_t d = *w;
+                *w = pack2(lo16(d) + g0, hi16(d) + g1);
+            } else {
+                *w = (lo16(yy) > 0.f ? g & 0xffffu : 0u) | (hi16(yy) > 0.f ? g & 0xffff0000u : 0u); // exact: no rounding
+            }
+        } else {
+            const float g0 = from_bf16(y[e]) > 0.f ? from_bf16(dy[e]) : 0.f;
+            dx[e] = to_bf16(accumulate ? from_bf16(dx[e]) + g0 : g0);
+        }
+    }
+}
+
 // Images go in launches of at most 65535 (the grid's z limit).
 #define FOR_IMAGE_BATCHES(n, b0, nb)                                                                                   \
     for (int b0 = 0, nb = (n) < 65535 ? (n) : 65535; b0 < (n); b0 += nb, nb = (n) - b0 < 65535 ? (n) - b0 : 65535)
@@ -185,6 +207,12 @@ int lp_k_nhwc_bf16_to_nchw(lp_stream s, int n, int c, int64_t hw, const uint16_t
 int lp_k_add_bf16(lp_stream s, int64_t n, const uint16_t *a, const uint16_t *b, uint16_t *y, int relu) {
     if (n <= 0) return 0;
     add_bf16_kernel<<<grid_for((n + 1) / 2), LP_THREADS, 0, (cudaStream_t)s>>>(n, a, b, y, relu);
+    LAUNCH_END;
+}
+
+int lp_k_relu_bwd_bf16(lp_stream s, int64_t n, const uint16_t *y, const uint16_t *dy, uint16_t *dx, int accumulate) {
+    if (n <= 0) return 0;
+    relu_bwd_bf16_kernel<<<grid_for((n + 1) / 2), LP_THREADS, 0, (cudaStream_t)s>>>(n, y, dy, dx, accumulate);
     LAUNCH_END;
 }
 

@@ -1,7 +1,7 @@
 // backend_nn.cu — the CUDA backend's network kernels: max/average pooling (with pads,
 // dilation and partial windows), softmax / log-softmax over a middle axis, ONNX LRN,
 // the per-channel affine of inference BatchNormalization, and bias adds. Pooling also
-// reads packed activations (bf16 NHWC, lp_backend.packed).
+// reads packed activations (bf16 NHWC, lp_backend.packed), forward and backward.
 // CPU twins: engine/cpu/cpu_pool.c and cpu_norm.c, formula for formula.
 // Backward passes gather (a thread per input element sums what reaches it) rather
 // than scatter, so there are no atomics and results are deterministic; max pooling
@@ -108,33 +108,55 @@ __device__ __forceinline__ void covering(int iy, int p0, int k, int dil, int s, 
     *hi = h < on - 1 ? h : on - 1;
 }
 
+// The gradient reaching input element r = (iy, ix) of one plane from the windows
+// covering it; xp: the input plane (max pooling's argmax; unread for average), gp:
+// the output gradient plane.
+__device__ float pool_grad_at(const lp_pool_desc &d, plane xp, plane gp, int iy, int ix) {
+    const int64_t r = (int64_t)iy * d.w + ix;
+    int ylo, yhi, xlo, xhi;
+    covering(iy, d.ph0, d.kh, d.dh, d.sh, d.oh, &ylo, &yhi);
+    covering(ix, d.pw0, d.kw, d.dw, d.sw, d.ow, &xlo, &xhi);
+    float acc = 0.f;
+    for (int oy = ylo; oy <= yhi; oy++) {
+        int ty = iy + d.ph0 - oy * d.sh;
+        if (ty % d.dh) continue; // between dilated taps
+        for (int ox = xlo; ox <= xhi; ox++) {
+            int tx = ix + d.pw0 - ox * d.sw;
+            if (tx % d.dw) continue;
+            int64_t arg;
+            pool_window(d, xp, oy, ox, &arg);
+            if (d.is_max) {
+                if (arg == r) acc += gp[(int64_t)oy * d.ow + ox];
+            } else if (arg > 0) {
+                acc += gp[(int64_t)oy * d.ow + ox] / (float)arg;
+            }
+        }
+    }
+    return acc;
+}
+
 __global__ void pool_bwd_kernel(lp_pool_desc d, const float *x, const float *dy, float *dx, int64_t total) {
     const int64_t ohw = (int64_t)d.oh * d.ow, hw = (int64_t)d.h * d.w;
     GRID_LOOP(i, total) {
         int64_t pl = i / hw, r = i % hw;
-        int iy = (int)(r / d.w), ix = (int)(r % d.w);
         const plane xp = {x ? x + pl * hw : nullptr, nullptr, 1}; // average: x unread
-        const float *gp = dy + pl * ohw;
-        int ylo, yhi, xlo, xhi;
-        covering(iy, d.ph0, d.kh, d.dh, d.sh, d.oh, &ylo, &yhi);
-        covering(ix, d.pw0, d.kw, d.dw, d.sw, d.ow, &xlo, &xhi);
-        float acc = 0.f;
-        for (int oy = ylo; oy <= yhi; oy++) {
-            int ty = iy + d.ph0 - oy * d.sh;
-            if (ty % d.dh) continue; // between dilated taps
-            for (int ox = xlo; ox <= xhi; ox++) {
-                int tx = ix + d.pw0 - ox * d.sw;
-                if (tx % d.dw) continue;
-                int64_t arg;
-                pool_window(d, xp, oy, ox, &arg);
-                if (d.is_max) {
-                    if (arg == r) acc += gp[(int64_t)oy * d.ow + ox];
-                } else if (arg > 0) {
-                    acc += gp[(int64_t)oy * d.ow + ox] / (float)arg;
-                }
-            }
-        }
-        dx[i] += acc;
+        dx[i] += pool_grad_at(d, xp, plane{dy + pl * ohw, nullptr, 1}, (int)(r / d.w), (int)(r % d.w));
+    }
+}
+
+// A lean run's packed pooling backward: x (max only) and dx packed, threads over dx in
+// NHWC order; dy packed too, or fp32 NCHW (a pooling may write its output unpacked).
+__global__ void pool_bwd_packed_kernel(lp_pool_desc d, const uint16_t *x, const void *dy, int dy_packed, uint16_t *dx,
+                                       int accumulate, int64_t total) {
+    const int64_t ohw = (int64_t)d.oh * d.ow, hw = (int64_t)d.h * d.w;
+    GRID_LOOP(i, total) {
+        const int ch = (int)(i % d.c);
+        const int64_t pos = i / d.c, b = pos / hw, r = pos % hw;
+        const plane xp = {nullptr, x ? x + b * hw * d.c + ch : nullptr, d.c};
+        const plane gp = dy_packed ? plane{nullptr, static_cast<const uint16_t *>(dy) + b * ohw * d.c + ch, d.c}
+                                   : plane{static_cast<const float *>(dy) + (b * d.c + ch) * ohw, nullptr, 1};
+        const float g = pool_grad_at(d, xp, gp, (int)(r / d.w), (int)(r % d.w));
+        dx[i] = to_bf16(accumulate ? from_bf16(dx[i]) + g : g);
     }
 }
 
@@ -304,6 +326,18 @@ int lp_k_pool_bwd(lp_stream s, const lp_pool_desc *d, const float *x, const floa
     int64_t total = (int64_t)d->n * d->c * d->h * d->w;
     if (total <= 0 || d->oh <= 0 || d->ow <= 0) return 0;
     pool_bwd_kernel<<<grid_for(total), LP_THREADS, 0, (cudaStream_t)s>>>(*d, x, dy, dx, total);
+    LAUNCH_END;
+}
+
+int lp_k_pool_bwd_packed(lp_stream s, const lp_pool_desc *d, const uint16_t *x, const void *dy, int dy_packed,
+                         uint16_t *dx, int accumulate) {
+    int64_t total = (int64_t)d->n * d->c * d->h * d->w;
+    if (total <= 0) return 0;
+    if (d->oh <= 0 || d->ow <= 0) { // no window: no gradient (written as zeros when overwriting)
+        return accumulate ? 0 : (int)cudaMemsetAsync(dx, 0, sizeof *dx * (size_t)total, (cudaStream_t)s);
+    }
+    pool_bwd_packed_kernel<<<grid_for(total), LP_THREADS, 0, (cudaStream_t)s>>>(*d, x, dy, dy_packed, dx, accumulate,
+                                                                               total);
     LAUNCH_END;
 }
 

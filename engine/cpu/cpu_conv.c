@@ -538,6 +538,7 @@ lp_status _lp_cpu_conv_fwd(const lp_conv_desc *d, const float *x, const float *w
 lp_status _lp_cpu_conv_bwd_data(const lp_conv_desc *d, const float *dy, const float *w, float *dx) {
     lp_status st = conv_check(d, "conv_bwd_data");
     if (st) return st;
+    if (d->overwrite) memset(dx, 0, sizeof(float) * (size_t)d->n * d->c * d->h * d->w); /* the kernels add */
     if (conv_is_depthwise(d)) {
         int nt;
         float *pad = dw_scratch(d, &nt, "conv_bwd_data depthwise");

@@ -271,6 +271,20 @@ static lp_status g_unpack(int n, int c, int64_t hw, const void *x, float *y, int
     LP_KERNEL(lp_k_nhwc_bf16_to_nchw(STREAM, n, c, hw, x, NULL, y, 0, relu));
     return LP_OK;
 }
+static lp_status g_pool_bwd_packed(const lp_pool_desc *d, const void *x, const void *dy, int dy_packed, void *dx,
+                                   int accumulate) {
+    LP_TRY(pool_check(d, "pool_bwd"));
+    LP_KERNEL(lp_k_pool_bwd_packed(STREAM, d, d->is_max ? x : NULL, dy, dy_packed, dx, accumulate));
+    return LP_OK;
+}
+static lp_status g_pack(int n, int c, int64_t hw, const float *x, void *y) {
+    LP_KERNEL(lp_k_nchw_to_nhwc_bf16(STREAM, n, c, hw, x, y));
+    return LP_OK;
+}
+static lp_status g_packed_relu_bwd(int64_t n, const void *y, const void *dy, void *dx, int accumulate) {
+    LP_KERNEL(lp_k_relu_bwd_bf16(STREAM, n, y, dy, dx, accumulate));
+    return LP_OK;
+}
 static lp_status g_pool_fwd_packed(const lp_pool_desc *d, const void *x, void *y, int y_packed) {
     LP_KERNEL(lp_k_pool_fwd_packed(STREAM, d, x, y, y_packed));
     return LP_OK;
@@ -293,6 +307,8 @@ static lp_status g_pool_fwd_packed(const lp_pool_desc *d, const void *x, void *y
 /* Only bf16 packs: its convolutions read and write bf16 NHWC anyway. */
 static const lp_backend tables[3] = {CUDA_TABLE(fp32, .packed = 0), CUDA_TABLE(tf32, .packed = 0),
                                      CUDA_TABLE(bf16, .packed = 1, .packed_add = g_packed_add, .unpack = g_unpack,
+                                                .pack = g_pack, .packed_relu_bwd = g_packed_relu_bwd,
+                                                .pool_bwd_packed = g_pool_bwd_packed,
                                                 .pool_fwd_packed = g_pool_fwd_packed)};
 
 const lp_backend *lp_backend_cuda_precision(lp_precision p) {

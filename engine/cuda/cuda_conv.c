@@ -257,7 +257,8 @@ lp_status _lp_cuda_conv_fwd(lp_precision prec, const lp_conv_desc *d, const floa
     conv_plan *p;
     void *ws;
     lp_conv_desc key = *d;
-    key.relu = key.accumulate = key.x_packed = key.y_packed = 0; /* our epilogue's and layouts: one plan serves all */
+    key.relu = key.accumulate = key.x_packed = key.y_packed = key.overwrite = 0; /* our epilogue's and layouts: one
+                                                                                  * plan serves all */
     const lp_precision asked = prec;
     if (bf16_fallback(c, &prec, DIR_FWD, &key, &p)) return LP_ERR_UNSUPPORTED;
     const lp_stream s = (lp_stream)c->stream;
@@ -306,15 +307,44 @@ lp_status _lp_cuda_conv_bwd_data(lp_precision prec, const lp_conv_desc *d, const
     if (!c) return LP_ERR_DEVICE;
     conv_plan *p;
     void *ws;
-    if (bf16_fallback(c, &prec, DIR_BWD_DATA, d, &p)) return LP_ERR_UNSUPPORTED;
-    LP_TRY(workspace(c, p, &ws));
+    lp_conv_desc key = *d;
+    key.x_packed = key.y_packed = key.overwrite = 0; /* layouts of our ends, and beta: one plan serves all */
+    const lp_precision asked = prec;
+    if (bf16_fallback(c, &prec, DIR_BWD_DATA, &key, &p)) return LP_ERR_UNSUPPORTED;
     const lp_stream s = (lp_stream)c->stream;
     const int64_t xhw = (int64_t)p->xh * p->xw, ohw = (int64_t)d->oh * d->ow;
     const size_t padded = (size_t)d->n * d->c * xhw;
+    if ((d->x_packed || d->y_packed) && (prec != LP_PREC_BF16 || p->asym)) {
+        /* tf32 fallback or explicit padding: through fp32 NCHW copies of the packed ends
+         * (a packed dx unpacked, accumulated into in fp32 and packed again: one rounding;
+         * or, overwritten, written in fp32 and packed) */
+        lp_conv_desc e = *d;
+        void *dyf = (void *)dy, *dxf = dx;
+        const size_t nx = (size_t)d->n * d->c * d->h * d->w;
+        e.x_packed = e.y_packed = 0;
+        if (d->y_packed) {
+            LP_TRY(_lp_cuda_scratch(LP_SLOT_UNPACK_Y, sizeof(float) * (size_t)d->n * d->k * ohw, &dyf));
+            LP_KERNEL(lp_k_nhwc_bf16_to_nchw(s, d->n, d->k, ohw, (const uint16_t *)dy, NULL, dyf, 0, 0));
+        }
+        const int64_t hw = (int64_t)d->h * d->w;
+        if (d->x_packed) {
+            LP_TRY(_lp_cuda_scratch(LP_SLOT_UNPACK_X, sizeof(float) * nx, &dxf));
+            if (!d->overwrite)
+                LP_KERNEL(lp_k_nhwc_bf16_to_nchw(s, d->n, d->c, hw, (const uint16_t *)dx, NULL, dxf, 0, 0));
+        }
+        LP_TRY(_lp_cuda_conv_bwd_data(asked, &e, dyf, w, dxf));
+        if (d->x_packed) LP_KERNEL(lp_k_nchw_to_nhwc_bf16(s, d->n, d->c, hw, dxf, (uint16_t *)dx));
+        return LP_OK;
+    }
+    LP_TRY(workspace(c, p, &ws));
+    const size_t nx = (size_t)d->n * d->c * d->h * d->w;
+    /* overwrite: where the result is added to dx below, dx is cleared first */
+    if (d->overwrite && p->asym && !d->x_packed) LP_CUDA(cudaMemsetAsync(dx, 0, sizeof(float) * nx, c->stream));
     if (prec != LP_PREC_BF16) {
         if (!p->asym) { /* beta = 1: cuDNN accumulates into dx itself */
             LP_DNN(cudnnConvolutionBackwardData(c->dnn, &one, p->w, w, p->y, dy, p->conv,
-                                                (cudnnConvolutionBwdDataAlgo_t)p->algo, ws, p->ws, &one, p->x, dx));
+                                                (cudnnConvolutionBwdDataAlgo_t)p->algo, ws, p->ws,
+                                                d->overwrite ? &zero : &one, p->x, dx));
             return LP_OK;
         }
         void *dxp;
@@ -323,16 +353,24 @@ lp_status _lp_cuda_conv_bwd_data(lp_precision prec, const lp_conv_desc *d, const
                                             (cudnnConvolutionBwdDataAlgo_t)p->algo, ws, p->ws, &zero, p->x, dxp));
         return unpad_grad(c, d, dxp, dx);
     }
-    void *dy16, *w16, *dx16;
-    LP_TRY(_lp_cuda_scratch(LP_SLOT_Y, sizeof(uint16_t) * (size_t)d->n * d->k * ohw, &dy16));
+    /* bf16: a packed dy is cuDNN's as it is; dx comes in a scratch slot (cuDNN's beta
+     * on bf16 output would round the sum anyway) and is added to dx, packed or not; a
+     * packed dx to overwrite is cuDNN's output itself */
+    void *dy16 = (void *)dy, *w16, *dx16;
+    if (!d->y_packed) LP_TRY(_lp_cuda_scratch(LP_SLOT_Y, sizeof(uint16_t) * (size_t)d->n * d->k * ohw, &dy16));
     LP_TRY(_lp_cuda_scratch(LP_SLOT_W, sizeof(uint16_t) * (size_t)d->k * (d->c / d->groups) * d->kh * d->kw, &w16));
-    LP_TRY(_lp_cuda_scratch(LP_SLOT_X, sizeof(uint16_t) * padded, &dx16));
-    LP_KERNEL(lp_k_nchw_to_nhwc_bf16(s, d->n, d->k, ohw, dy, dy16));
+    if (d->x_packed && d->overwrite) dx16 = dx; /* not asym: those went through fp32 above */
+    else LP_TRY(_lp_cuda_scratch(LP_SLOT_X, sizeof(uint16_t) * padded, &dx16));
+    if (!d->y_packed) LP_KERNEL(lp_k_nchw_to_nhwc_bf16(s, d->n, d->k, ohw, dy, dy16));
     LP_KERNEL(lp_k_nchw_to_nhwc_bf16(s, d->k, d->c / d->groups, (int64_t)d->kh * d->kw, w, w16));
     LP_DNN(cudnnConvolutionBackwardData(c->dnn, &one, p->w, w16, p->y, dy16, p->conv,
                                         (cudnnConvolutionBwdDataAlgo_t)p->algo, ws, p->ws, &zero, p->x, dx16));
+    if (d->x_packed) {
+        if (!d->overwrite) LP_KERNEL(lp_k_add_bf16(s, (int64_t)padded, (const uint16_t *)dx, dx16, (uint16_t *)dx, 0));
+        return LP_OK;
+    }
     if (!p->asym) {
-        LP_KERNEL(lp_k_nhwc_bf16_to_nchw(s, d->n, d->c, xhw, dx16, NULL, dx, 1, 0));
+        LP_KERNEL(lp_k_nhwc_bf16_to_nchw(s, d->n, d->c, xhw, dx16, NULL, dx, !d->overwrite, 0));
         return LP_OK;
     }
     void *dxp;

@@ -75,7 +75,13 @@ int lp_k_nhwc_bf16_to_nchw(lp_stream s, int n, int c, int64_t hw, const uint16_t
  * channels innermost, y = act(y + bias[channel]) (bias may be NULL). */
 /* pooling of a packed x (bf16 NHWC) into y, packed when y_packed, else NCHW fp32 */
 int lp_k_pool_fwd_packed(lp_stream s, const lp_pool_desc *d, const uint16_t *x, void *y, int y_packed);
+/* dx (packed) (+)= pooling's gradient; x packed (max; NULL for average), dy packed when
+ * dy_packed, else NCHW fp32; accumulate: add, else overwrite */
+int lp_k_pool_bwd_packed(lp_stream s, const lp_pool_desc *d, const uint16_t *x, const void *dy, int dy_packed,
+                         uint16_t *dx, int accumulate);
 int lp_k_add_bf16(lp_stream s, int64_t n, const uint16_t *a, const uint16_t *b, uint16_t *y, int relu);
+/* dx (+)= (y > 0 ? dy : 0), all packed; accumulate: add, else overwrite */
+int lp_k_relu_bwd_bf16(lp_stream s, int64_t n, const uint16_t *y, const uint16_t *dy, uint16_t *dx, int accumulate);
 int lp_k_bias_act_nhwc_bf16(lp_stream s, int64_t n, int c, const float *bias, int relu, uint16_t *y);
 
 #ifdef __cplusplus

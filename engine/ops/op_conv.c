@@ -141,7 +141,13 @@ static lp_status conv_backward(lp_ctx *c, const lp_node *n, lp_tensor *const *in
     shape_of(in, nin, s);
     LP_TRY(conv_desc(n, s, &d));
     const float *dy = dout[0]->data;
+    if ((c->pack_in & ~1u) || (c->pack_out & ~1u) || (c->pack_out && (din[1] || (nin > 2 && din[2]))))
+        return lp_fail(LP_ERR_INTERNAL, "Conv: a packed gradient for a weight, bias or weight gradient");
+    d.x_packed = c->pack_in & 1; /* lean runs: packed dx / dy */
+    d.y_packed = c->pack_out & 1;
+    d.overwrite = c->din_fresh & 1;
     if (din[0]) LP_TRY(c->be->conv_bwd_data(&d, dy, in[1]->data, din[0]->data));
+    d.x_packed = d.y_packed = d.overwrite = 0; /* weight gradients: never packed, always added */
     float *db = nin > 2 && din[2] ? din[2]->data : NULL;
     if (din[1]) return c->be->conv_bwd_filter(&d, in[0]->data, dy, din[1]->data, db);
     if (db) return bias_grad(c->be, d.n, d.k, (int64_t)d.oh * d.ow, dy, db);

@@ -92,6 +92,12 @@ static lp_status unary_backward(lp_ctx *c, const lp_node *n, lp_tensor *const *i
     const unary_params *up = n->params;
     float p[2];
     if (!din[0]) return LP_OK;
+    if (c->pack_in || c->pack_out) { /* a lean run's packed Relu: y, dy and dx all packed */
+        if (up->kind != LP_UN_RELU || c->pack_in != 1 || c->pack_out != 1 || !out[0]->data)
+            return lp_fail(LP_ERR_INTERNAL, "%s cannot take a packed gradient", n->op_type);
+        return c->be->packed_relu_bwd(lp_tensor_numel(out[0]), out[0]->data, dout[0]->data, din[0]->data,
+                                      !(c->din_fresh & 1));
+    }
     LP_TRY(unary_p(c, n, in, p));
     return c->be->unary_bwd(up->kind, p, in[0]->data, out[0]->data, dout[0]->data, din[0]->data,
                             lp_tensor_numel(in[0]));
@@ -204,6 +210,16 @@ static lp_status binary_backward(lp_ctx *c, const lp_node *n, lp_tensor *const *
                                  lp_tensor *const *dout, lp_tensor *const *din) {
     const binary_params *p = n->params;
     if (!din[0] && !din[1]) return LP_OK;
+    if (c->pack_in || c->pack_out) { /* a lean run's packed Add: the gradient adds to both */
+        const int64_t cnt = lp_tensor_numel(out[0]);
+        if (p->kind != LP_BIN_ADD || c->pack_in != 3 || c->pack_out != 1 || lp_tensor_numel(in[0]) != cnt ||
+            lp_tensor_numel(in[1]) != cnt)
+            return lp_fail(LP_ERR_INTERNAL, "%s cannot mix packed and unpacked gradients", n->op_type);
+        for (int k = 0; k < 2; k++) /* in order: Add(x, x)'s second is no longer fresh */
+            if (din[k] && (c->din_fresh >> k & 1u)) LP_TRY(c->be->packed_add(cnt, dout[0]->data, NULL, din[k]->data, 0));
+            else if (din[k]) LP_TRY(c->be->packed_add(cnt, din[k]->data, dout[0]->data, din[k]->data, 0));
+        return LP_OK;
+    }
     if (pow_scalar(p, in) && !din[1]) {
         float e[2] = {0, 0};
         LP_TRY(_lp_input_scalar(c, n, in, 1, &e[0]));
@@ -212,8 +228,17 @@ static lp_status binary_backward(lp_ctx *c, const lp_node *n, lp_tensor *const *
     }
     lp_bcast bc;
     LP_TRY(lp_bcast_make(in[0]->ndim, in[0]->shape, in[1]->ndim, in[1]->shape, &bc));
-    return c->be->binary_bwd(p->kind, &bc, in[0]->data, in[1]->data, out[0]->data, dout[0]->data,
-                             din[0] ? din[0]->data : NULL, din[1] ? din[1]->data : NULL);
+    float *da = din[0] ? din[0]->data : NULL, *db = din[1] ? din[1]->data : NULL;
+    for (int k = 0; k < 2; k++) /* a first contribution (the executor's din_fresh: same-shape Adds) is a copy */
+        if (din[k] && (c->din_fresh >> k & 1u)) {
+            if (p->kind != LP_BIN_ADD || din[k]->nbytes != dout[0]->nbytes)
+                return lp_fail(LP_ERR_INTERNAL, "%s cannot write a first gradient", n->op_type);
+            LP_TRY(c->be->copy(din[k]->data, dout[0]->data, dout[0]->nbytes));
+            if (k == 0) da = NULL;
+            else db = NULL;
+        }
+    if (!da && !db) return LP_OK;
+    return c->be->binary_bwd(p->kind, &bc, in[0]->data, in[1]->data, out[0]->data, dout[0]->data, da, db);
 }
 
 #define BINARY_OP(NAME) \

@@ -110,6 +110,11 @@ static lp_status pool_backward(lp_ctx *c, const lp_node *n, lp_tensor *const *in
     lp_shape s = lp_tensor_shape(in[0]);
     lp_pool_desc d = {0};
     LP_TRY(pool_desc(n, &s, &d));
+    if (c->pack_in & 1) /* a lean run's: x and dx packed, dy packed or not */
+        return c->be->pool_bwd_packed(&d, in[0]->data, dout[0]->data, c->pack_out & 1, din[0]->data,
+                                      !(c->din_fresh & 1));
+    if (c->pack_out)
+        return lp_fail(LP_ERR_INTERNAL, "%s cannot take a packed gradient to an unpacked one", n->op_type);
     return c->be->pool_bwd(&d, in[0]->data, out[0]->data, dout[0]->data, din[0]->data);
 }
 

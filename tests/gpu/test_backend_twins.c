@@ -397,15 +397,18 @@ static void conv_case(const lp_backend *be, const char *prec, const lp_conv_desc
             out_check(&t, &y, "y", fwd[v].acc, tol);
             tw_end(&t);
         }
-    if (tw_begin(&t, be, "conv_bwd_data", "%s", lab)) {
-        float *gdy = tw_dev(&t, dy, ny), *gw = tw_dev(&t, w, nw);
-        outbuf dx;
-        out_init(&t, &dx, nx, -1, 1);
-        REF_CALL(&t, conv_bwd_data, d, dy, w, dx.want);
-        DUT_CALL(&t, conv_bwd_data, d, gdy, gw, dx.dev);
-        out_check(&t, &dx, "dx", 1, tol);
-        tw_end(&t);
-    }
+    for (int ov = 0; ov < 2; ov++) /* accumulating, and overwriting (a gradient's first contribution) */
+        if (tw_begin(&t, be, "conv_bwd_data", "%s%s", lab, ov ? " overwrite" : "")) {
+            lp_conv_desc dv = *d;
+            dv.overwrite = ov;
+            float *gdy = tw_dev(&t, dy, ny), *gw = tw_dev(&t, w, nw);
+            outbuf dx;
+            out_init(&t, &dx, nx, -1, 1);
+            REF_CALL(&t, conv_bwd_data, &dv, dy, w, dx.want);
+            DUT_CALL(&t, conv_bwd_data, &dv, gdy, gw, dx.dev);
+            out_check(&t, &dx, "dx", !ov, tol);
+            tw_end(&t);
+        }
     if (tw_begin(&t, be, "conv_bwd_filter", "%s%s", lab, with_db ? " +db" : " db=NULL")) {
         float *gx = tw_dev(&t, x, nx), *gdy = tw_dev(&t, dy, ny);
         outbuf dw, db;
@@ -1517,7 +1520,38 @@ static void packed_kernels(void) {
             tw_end(&t);
             free(a), free(b), free(y), free(want);
         }
+    for (size_t i = 0; i < sizeof ns / sizeof *ns; i++) /* dx (+)= (y > 0 ? dy : 0), one rounding */
+        for (int acc = 0; acc < 2; acc++) {
+            const int64_t n = ns[i];
+            if (!tw_begin(&t, DUT_BF16, "packed_relu_bwd", "n %lld%s", (long long)n, acc ? " accumulate" : " overwrite"))
+                return;
+            uint16_t *y = pk_rand(n), *dy = pk_rand(n), *dx = pk_rand(n), *want = xmalloc(sizeof *want * (size_t)(n + PK_GUARD));
+            if (n > 1) y[1] = 0x8000u; /* -0: no gradient passes */
+            memcpy(want, dx, sizeof *want * (size_t)(n + PK_GUARD));
+            for (int64_t k = 0; k < n; k++)
+                want[k] = h_bf16((acc ? h_f32(dx[k]) : 0.f) + (h_f32(y[k]) > 0.f ? h_f32(dy[k]) : 0.f));
+            void *gy = pk_dev(&t, y, n), *gdy = pk_dev(&t, dy, n), *gdx = pk_dev(&t, dx, n);
+            DUT_CALL(&t, packed_relu_bwd, n, gy, gdy, gdx, acc);
+            pk_check(&t, gdx, want, n, "dx", 0.0);
+            tw_end(&t);
+            free(y), free(dy), free(dx), free(want);
+        }
     const int sh[][3] = {{2, 5, 21}, {1, 64, 196}, {3, 33, 1}, {1, 1, 7}};
+    for (size_t i = 0; i < sizeof sh / sizeof *sh; i++) { /* NCHW fp32 -> packed, rounded to nearest even */
+        const int n = sh[i][0], c = sh[i][1], hw = sh[i][2];
+        const int64_t tot = (int64_t)n * c * hw;
+        if (!tw_begin(&t, DUT_BF16, "pack", "n%d c%d hw%d", n, c, hw)) return;
+        float *x = hrand(tot, -3, 3);
+        uint16_t *y = pk_rand(tot), *want = xmalloc(sizeof *want * (size_t)(tot + PK_GUARD));
+        memcpy(want, y, sizeof *want * (size_t)(tot + PK_GUARD));
+        pk_pack(n, c, hw, x, want);
+        float *gx = tw_dev(&t, x, tot);
+        void *gy = pk_dev(&t, y, tot);
+        DUT_CALL(&t, pack, n, c, hw, gx, gy);
+        pk_check(&t, gy, want, tot, "y", 0.0);
+        tw_end(&t);
+        free(x), free(y), free(want);
+    }
     for (size_t i = 0; i < sizeof sh / sizeof *sh; i++)
         for (int relu = 0; relu < 2; relu++) {
             const int n = sh[i][0], c = sh[i][1], hw = sh[i][2];
@@ -1568,6 +1602,33 @@ static void packed_pool_case(const lp_pool_desc *d, const char *what) {
         }
         tw_end(&t);
     }
+    /* pool_bwd_packed (a lean run's): dx packed, accumulating; x packed; dy packed or
+     * fp32. Against the CPU's pool_bwd on the same values, then rounded once: the
+     * sums' order differs, so a rounding may fall the other way. */
+    float *dy = hrand(ny, -1, 1), *dxref = hrand(nx, -1, 1);
+    for (int64_t i = 0; i < ny; i++) dy[i] = h_f32(h_bf16(dy[i]));
+    for (int64_t i = 0; i < nx; i++) dxref[i] = h_f32(h_bf16(dxref[i]));
+    uint16_t *dyp = pk_rand(ny), *dxp = pk_rand(nx), *dwant = xmalloc(sizeof *dwant * (size_t)(nx + PK_GUARD));
+    pk_pack(d->n, d->c, ohw, dy, dyp);
+    pk_pack(d->n, d->c, hw, dxref, dxp);
+    memcpy(dwant, dxp, sizeof *dwant * (size_t)(nx + PK_GUARD));
+    for (int v = 0; v < 3; v++) {
+        const int packed_dy = v & 1, ov = v == 2;
+        if (!tw_begin(&t, DUT_BF16, "pool_bwd_packed", "n%d c%d %dx%d %s%s%s", d->n, d->c, d->h, d->w, what,
+                      packed_dy ? " dy packed" : " dy fp32", ov ? " overwrite" : ""))
+            break;
+        float *acc = hdup(dxref, nx);
+        if (ov) memset(acc, 0, sizeof(float) * (size_t)nx);
+        REF_CALL(&t, pool_bwd, d, x, yref, dy, acc);
+        pk_pack(d->n, d->c, hw, acc, dwant);
+        void *gx = pk_dev(&t, xp, nx), *gdx = pk_dev(&t, dxp, nx);
+        void *gdy = packed_dy ? pk_dev(&t, dyp, ny) : (void *)tw_dev(&t, dy, ny);
+        DUT_CALL(&t, pool_bwd_packed, d, gx, gdy, packed_dy, gdx, !ov);
+        pk_check(&t, gdx, dwant, nx, "dx", 2e-3);
+        tw_end(&t);
+        free(acc);
+    }
+    free(dy), free(dxref), free(dyp), free(dxp), free(dwant);
     free(x), free(yref), free(xp), free(yp), free(want);
 }
 
@@ -1615,13 +1676,60 @@ static void packed_conv_case(const lp_conv_desc *d) {
     free(x), free(w), free(b), free(yref), free(xp), free(yp), free(want);
 }
 
+/* conv_bwd_data with a packed dy and/or dx (a lean run's) against the same table with
+ * neither, on the same bf16-exact values, accumulating or overwriting. A packed dx gets
+ * cuDNN's bf16 result added and rounded once, which is the unpacked result (dx + that
+ * bf16 value, in fp32) rounded: equal but for ties (the tf32 fallback and explicit
+ * padding accumulate in fp32 and round once too). */
+static void packed_conv_bwd_case(const lp_conv_desc *d) {
+    char lab[160];
+    const int64_t nx = (int64_t)d->n * d->c * d->h * d->w, ohw = (int64_t)d->oh * d->ow, ny = (int64_t)d->n * d->k * ohw;
+    const int64_t nw = (int64_t)d->k * (d->c / d->groups) * d->kh * d->kw;
+    float *dy = hrand(ny, -1, 1), *w = hrand(nw, -1, 1), *dx0 = hrand(nx, -1, 1), *dxref = xmalloc(sizeof(float) * (size_t)nx);
+    for (int64_t i = 0; i < ny; i++) dy[i] = h_f32(h_bf16(dy[i]));
+    for (int64_t i = 0; i < nx; i++) dx0[i] = h_f32(h_bf16(dx0[i]));
+    uint16_t *dyp = pk_rand(ny), *dxp = pk_rand(nx), *want = xmalloc(sizeof *want * (size_t)(nx + PK_GUARD));
+    pk_pack(d->n, d->k, ohw, dy, dyp);
+    pk_pack(d->n, d->c, (int64_t)d->h * d->w, dx0, dxp);
+    static const struct { int xp, yp, ov; const char *tag; } v[] = {
+        {0, 1, 0, " bwd dy packed"},          {1, 0, 0, " bwd dx packed"},
+        {1, 1, 0, " bwd dx,dy packed"},       {1, 0, 1, " bwd dx packed overwrite"},
+        {1, 1, 1, " bwd dx,dy packed overwrite"}};
+    tw t;
+    for (size_t i = 0; i < sizeof v / sizeof *v; i++) {
+        conv_label(d, v[i].tag, lab, sizeof lab);
+        if (!tw_begin(&t, DUT_BF16, "conv_bwd_data", "%s", lab)) break;
+        lp_conv_desc e = *d;
+        e.overwrite = v[i].ov;
+        float *gdy = tw_dev(&t, dy, ny), *gw = tw_dev(&t, w, nw), *gdx = tw_dev(&t, dx0, nx);
+        void *gdyp = pk_dev(&t, dyp, ny), *gdxp = pk_dev(&t, dxp, nx);
+        DUT_CALL(&t, conv_bwd_data, &e, gdy, gw, gdx); /* the unpacked reference */
+        if (!t.err) tw_status(&t, t.be->download(dxref, gdx, sizeof(float) * (size_t)nx), t.be->name, "download");
+        e.x_packed = v[i].xp, e.y_packed = v[i].yp;
+        if (v[i].xp) {
+            DUT_CALL(&t, conv_bwd_data, &e, e.y_packed ? gdyp : (void *)gdy, gw, gdxp);
+            memcpy(want, dxp, sizeof *want * (size_t)(nx + PK_GUARD));
+            pk_pack(d->n, d->c, (int64_t)d->h * d->w, dxref, want);
+            pk_check(&t, gdxp, want, nx, "dx", 1e-3);
+        } else {
+            outbuf dx;
+            out_init(&t, &dx, nx, -1, 1);
+            for (int64_t k = 0; k < nx; k++) dx.want[k] = dxref[k] - dx0[k] + dx.pre[k];
+            DUT_CALL(&t, conv_bwd_data, &e, gdyp, gw, dx.dev);
+            out_check(&t, &dx, "dx", 1, 1e-5);
+        }
+        tw_end(&t);
+    }
+    free(dy), free(w), free(dx0), free(dxref), free(dyp), free(dxp), free(want);
+}
+
 static void t_packed(void **state) {
     (void)state;
     group_begin("bf16 table: packed activations");
     if (g_selftest) {
         printf("SKIP  packed activations: the CPU table packs nothing (no twin to itself)\n");
     } else if (!DUT_BF16 || !DUT_BF16->packed || !DUT_BF16->packed_add || !DUT_BF16->unpack ||
-               !DUT_BF16->pool_fwd_packed) {
+               !DUT_BF16->pool_fwd_packed || !DUT_BF16->pack || !DUT_BF16->packed_relu_bwd || !DUT_BF16->pool_bwd_packed) {
         printf("FAIL  the bf16 table does not pack activations (packed %d)\n", DUT_BF16 ? DUT_BF16->packed : -1);
         count(0);
     } else {
@@ -1635,6 +1743,7 @@ static void t_packed(void **state) {
             conv_make(2, 32, 14, 14, 64, 3, 3, 1, 1, 1, 1, 1, 1, 1, 1, 1),
         };
         for (size_t i = 0; i < sizeof cv / sizeof *cv && !g_broken; i++) packed_conv_case(&cv[i]);
+        for (size_t i = 0; i < sizeof cv / sizeof *cv && !g_broken; i++) packed_conv_bwd_case(&cv[i]);
         const struct { lp_pool_desc d; const char *what; } pl[] = {
             {pool_make(2, 5, 9, 11, 3, 3, 2, 2, 1, 1, 1, 1, 1, 1, 1, 0, 0), "max 3x3 s2 p1"},
             {pool_make(1, 64, 8, 8, 2, 2, 2, 2, 0, 0, 0, 0, 1, 1, 1, 0, 0), "max 2x2 s2"},
