@@ -911,7 +911,9 @@ static lp_status unpacked_copy(const lp_backend *be, const lp_tensor *t, lp_tens
 
 /* A backward rule (guided backprop's Relu) on a lean run's packed node: it sees fp32
  * NCHW copies of the packed values and gradients, and the input gradients it
- * accumulates are packed back. (Rules run eagerly, so the buffers may come and go.) */
+ * accumulates are packed back. A tensor in two slots (Add(x, x)'s gradient) gets one
+ * copy, so both contributions reach it. (Rules run eagerly, so the buffers may come
+ * and go.) */
 static lp_status rule_unpacked(lp_ctx *c, lp_backward_fn fn, const lp_node *n, lp_tensor **in, lp_tensor **out,
                                lp_tensor **dout, lp_tensor **din) {
     const lp_backend *be = c->be;
@@ -926,16 +928,19 @@ static lp_status rule_unpacked(lp_ctx *c, lp_backward_fn fn, const lp_node *n, l
             a[g][k] = t;
             const unsigned bits = g == 0 || g == 3 ? c->pack_in : c->pack_out;
             if (s != LP_OK || !t || !t->data || !(bits >> k & 1u)) continue;
+            for (int j = 0; j < k && a[g][k] == t; j++) /* the same tensor as an earlier slot: its copy */
+                if (orig[g][j] == t) a[g][k] = a[g][j];
+            if (a[g][k] != t) continue;
             s = unpacked_copy(be, t, &u[g * LP_MAX_IO + k], &buf[g * LP_MAX_IO + k]);
             a[g][k] = &u[g * LP_MAX_IO + k];
         }
     lp_ctx plain = *c;
     plain.pack_in = plain.pack_out = 0;
     if (s == LP_OK) s = fn(&plain, n, a[0], a[1], a[2], a[3]);
-    for (int k = 0; s == LP_OK && k < n->n_in; k++) {
+    for (int k = 0; s == LP_OK && k < n->n_in; k++) { /* each copy packed back once */
         const lp_tensor *t = din[k];
-        if (t && a[3][k] != t) s = be->pack((int)t->shape[0], (int)t->shape[1], t->shape[2] * t->shape[3],
-                                            a[3][k]->data, t->data);
+        if (t && buf[3 * LP_MAX_IO + k])
+            s = be->pack((int)t->shape[0], (int)t->shape[1], t->shape[2] * t->shape[3], a[3][k]->data, t->data);
     }
     if (s == LP_OK) s = be->sync(); /* the buffers go next */
     for (int i = 0; i < 4 * LP_MAX_IO; i++)

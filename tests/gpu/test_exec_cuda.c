@@ -14,7 +14,8 @@
  *    which values are packed, and the logits against unpacked bf16 and the CPU.
  *  - The same in lean bf16 runs, their gradients packed too: input gradients (plain,
  *    guided backprop's rule, from a packed value, stopping at a layer) against
- *    unpacked bf16 and the CPU, and several backwards from one forward.
+ *    unpacked bf16 and the CPU, and several backwards from one forward; and, bit for
+ *    bit, on integer-valued models (exec_lean_exact.c).
  * Prints "SKIPPED: ..." (CTest's skip pattern) without a CUDA device. */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -27,6 +28,7 @@
 #include <string.h>
 
 #include "attrib/attrib_internal.h"
+#include "exec_cuda_tests.h"
 #include "internal.h"
 #include "testutil.h"
 
@@ -629,8 +631,9 @@ static void test_lean_packing(void **state) {
 }
 
 int main(int argc, char **argv) {
-    if (argc < 2) {
-        fprintf(stderr, "usage: test_exec_cuda MODEL.onnx\n");
+    if (argc < 2 || (argc > 2 && strcmp(argv[2], "exact"))) {
+        fprintf(stderr, "usage: test_exec_cuda MODEL.onnx [exact]\n"
+                        "  exact: only the bit-for-bit lean packing cases (exec_lean_exact.c)\n");
         return 2;
     }
     model_path = argv[1];
@@ -639,12 +642,14 @@ int main(int argc, char **argv) {
         return 0;
     }
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_graphs),
-        cmocka_unit_test(test_stop_graphs),
-        cmocka_unit_test(test_bn_weight_grads),
-        cmocka_unit_test(test_fusion),
-        cmocka_unit_test(test_packing),
-        cmocka_unit_test(test_lean_packing),
+        cmocka_unit_test(test_graphs),   cmocka_unit_test(test_stop_graphs), cmocka_unit_test(test_bn_weight_grads),
+        cmocka_unit_test(test_fusion),   cmocka_unit_test(test_packing),     cmocka_unit_test(test_lean_packing),
     };
+    const struct CMUnitTest exact[] = {
+        cmocka_unit_test(test_lean_exact),
+        cmocka_unit_test(test_lean_exact_stop),
+        cmocka_unit_test(test_lean_exact_rule_twice),
+    };
+    if (argc > 2) return cmocka_run_group_tests_name("lean packing, exact", exact, NULL, NULL);
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
