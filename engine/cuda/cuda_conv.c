@@ -1,8 +1,10 @@
 /* cuda_conv.c — convolutions through cuDNN: forward, backward-data and
  * backward-filter in fp32 (FMA math: TF32 off, exact reference), tf32 (tensor cores
  * on fp32 data) and bf16 (tensor cores on bfloat16 copies in NHWC, fp32 accumulation,
- * converted back to NCHW fp32 in the same pass that adds the bias or accumulates).
- * Each (shape, precision, direction) gets a plan once: descriptors plus the fastest
+ * converted back to NCHW fp32 in the same pass that adds the bias or accumulates;
+ * packed activations and gradients, already bf16 NHWC, go to cuDNN as they are).
+ * Backward-data writes dx instead of adding to it when asked (lp_conv_desc.overwrite:
+ * a gradient's first contribution). Each (shape, precision, direction) gets a plan once: descriptors plus the fastest
  * algorithm cuDNN measures (cudnnFind*, as PyTorch's benchmark mode), cached, with
  * its workspace taken from a grow-only scratch slot. cuDNN pads symmetrically; an
  * asymmetric pad (TensorFlow's SAME) is made explicit with our pad kernel first.
