@@ -979,8 +979,8 @@ static lp_status backward_nodes(lp_run *r, void *arg) {
             if (n->in[k] >= 0 && gpk[n->in[k]]) c.pack_in |= 1u << k;
         for (int k = 0; gpk && k < n->n_out; k++)
             if (gpk[n->out[k]]) c.pack_out |= 1u << k;
-        const int conv = !strcmp(n->op->type, "Conv"), packing = conv || !strcmp(n->op->type, "Relu") ||
-                                                                  !strcmp(n->op->type, "Add") || pools(n);
+        const int conv = !strcmp(n->op->type, "Conv"), add = !strcmp(n->op->type, "Add");
+        const int packing = conv || add || !strcmp(n->op->type, "Relu") || pools(n);
         if ((c.pack_in || c.pack_out) && !packing)
             return lp_fail(LP_ERR_INTERNAL, "%s: a packed gradient reached an op that cannot read it",
                            lp_node_ctx(m, n, ctx, sizeof ctx));
@@ -994,9 +994,9 @@ static lp_status backward_nodes(lp_run *r, void *arg) {
                 /* A gradient's first contribution is written rather than added, so it need
                  * not be cleared first, by the ops that know how (rules add): a Conv's input
                  * gradient, a same-shape Add's (a copy), and packed ones. */
-                const int add = !strcmp(n->op->type, "Add") && lp_shape_eq(&r->shapes[v], &r->shapes[n->out[0]]);
                 const int fresh = fn == n->op->backward &&
-                                  ((conv && k == 0) || add || (packing && (c.pack_in >> k & 1u)));
+                                  ((conv && k == 0) || (add && lp_shape_eq(&r->shapes[v], &r->shapes[n->out[0]])) ||
+                                   (packing && (c.pack_in >> k & 1u)));
                 s = ensure_grad(r, v, !fresh);
                 if (s != LP_OK) return s;
                 c.din_fresh |= (unsigned)fresh << k;
@@ -1036,30 +1036,34 @@ static lp_status lean_covers(const lp_run *r, const char *req) {
                    "'%s' read (stop at '%s' or a value it feeds)", m->values[v].name, root, root);
 }
 
-/* The seed of a backward from a value whose gradient is packed (a lean run's
- * activation the caller did not keep): seed, or ones, packed into g. */
-static lp_status seed_packed(lp_run *r, lp_tensor *g, const lp_tensor *seed, const char *name) {
+/* Backward's seed (opts' seed, or ones) into g, the gradient of value `of`; a packed
+ * gradient (a lean run's activation the caller did not keep) through an fp32 copy. */
+static lp_status seed_grad(lp_run *r, int of, const lp_tensor *seed, lp_tensor *g) {
     const lp_backend *be = r->be;
-    lp_shape gs = lp_tensor_shape(g);
-    const int64_t n = lp_shape_numel(&gs);
+    const lp_shape *gs = &r->shapes[of];
+    const int64_t n = lp_shape_numel(gs);
+    const size_t bytes = (size_t)n * sizeof(float);
     if (seed) {
         lp_shape ss = lp_tensor_shape(seed);
-        if (!lp_shape_eq(&ss, &gs) || seed->dtype != LP_F32) {
+        if (!lp_shape_eq(&ss, gs) || seed->dtype != LP_F32) {
             char a[96], b[96];
             return lp_fail(LP_ERR_SHAPE, "backward seed is %s but value '%s' is %s", lp_shape_fmt(&ss, a, sizeof a),
-                           name, lp_shape_fmt(&gs, b, sizeof b));
+                           r->m->values[of].name, lp_shape_fmt(gs, b, sizeof b));
         }
         if (seed->device != r->dev && seed->device != LP_DEVICE_CPU)
             return lp_fail(LP_ERR_ARG, "backward seed is on another device");
     }
-    void *tmp;
-    LP_TRY(be->alloc((size_t)n * sizeof(float), &tmp));
-    lp_status s = !seed                          ? be->fill(n, 1.0f, tmp)
-                  : seed->device == LP_DEVICE_CPU ? be->upload(tmp, seed->data, (size_t)n * sizeof(float))
-                                                  : be->copy(tmp, seed->data, (size_t)n * sizeof(float));
-    if (s == LP_OK) s = be->pack((int)gs.d[0], (int)gs.d[1], gs.d[2] * gs.d[3], tmp, g->data);
-    if (s == LP_OK) s = be->sync();
-    be->free(tmp);
+    const int packed = r->lean && r->gpacked && r->gpacked[of];
+    void *dst = g->data;
+    if (packed) LP_TRY(be->alloc(bytes, &dst));
+    lp_status s = !seed                      ? be->fill(n, 1.0f, dst)
+                  : seed->device == r->dev ? be->copy(dst, seed->data, bytes)
+                                           : be->upload(dst, seed->data, bytes);
+    if (packed) {
+        if (s == LP_OK) s = be->pack((int)gs->d[0], (int)gs->d[1], gs->d[2] * gs->d[3], dst, g->data);
+        if (s == LP_OK) s = be->sync(); /* dst goes next */
+        be->free(dst);
+    }
     return s;
 }
 
@@ -1090,28 +1094,9 @@ lp_status lp_run_backward(lp_run *r, const lp_backward_opts *opts) {
     lp_status s = LP_OK;
     if (r->lean && r->lean_root >= 0 && (s = lean_covers(r, req)) != LP_OK) goto out;
     memset(r->grad_live, 0, nv); /* gradients of an earlier backward would mislead */
-    s = ensure_grad(r, of, 1);
+    s = ensure_grad(r, of, 0); /* the seed writes it whole */
     if (s != LP_OK) goto out;
-    lp_tensor *g = r->grad[of];
-    if (r->lean && r->gpacked && r->gpacked[of]) {
-        s = seed_packed(r, g, opts->seed, m->values[of].name);
-    } else if (opts->seed) {
-        lp_shape ss = lp_tensor_shape(opts->seed);
-        if (!lp_shape_eq(&ss, &r->shapes[of]) || opts->seed->dtype != LP_F32) {
-            char a[96], b[96];
-            s = lp_fail(LP_ERR_SHAPE, "backward seed is %s but value '%s' is %s", lp_shape_fmt(&ss, a, sizeof a),
-                        m->values[of].name, lp_shape_fmt(&r->shapes[of], b, sizeof b));
-            goto out;
-        }
-        if (opts->seed->device == r->dev)
-            s = r->be->copy(g->data, opts->seed->data, g->nbytes);
-        else if (opts->seed->device == LP_DEVICE_CPU)
-            s = r->be->upload(g->data, opts->seed->data, g->nbytes);
-        else
-            s = lp_fail(LP_ERR_ARG, "backward seed is on another device");
-    } else {
-        s = r->be->fill(lp_tensor_numel(g), 1.0f, g->data);
-    }
+    s = seed_grad(r, of, opts->seed, r->grad[of]);
     if (s != LP_OK) goto out;
 
     backward_arg ba = {opts, req, of};
