@@ -116,14 +116,17 @@ typedef struct lp_backend {
     lp_status (*gemm)(int ta, int tb, int m, int n, int k, float alpha, const float *a, int lda,
                       const float *b, int ldb, float beta, float *c, int ldc);
 
-    /* pooling; bwd accumulates into dx (max: to the first maximal element). */
+    /* pooling; bwd adds into dx when accumulate, else overwrites it whole (max: the
+     * gradient goes to the first maximal element). */
     lp_status (*pool_fwd)(const lp_pool_desc *d, const float *x, float *y);
-    lp_status (*pool_bwd)(const lp_pool_desc *d, const float *x, const float *y, const float *dy, float *dx);
+    lp_status (*pool_bwd)(const lp_pool_desc *d, const float *x, const float *y, const float *dy, float *dx,
+                          int accumulate);
 
-    /* elementwise; p = parameters of the kind (may be NULL). bwd accumulates. */
+    /* elementwise; p = parameters of the kind (may be NULL). bwd adds into dx when
+     * accumulate, else overwrites it. */
     lp_status (*unary_fwd)(lp_unary_kind k, const float *p, const float *x, float *y, int64_t n);
     lp_status (*unary_bwd)(lp_unary_kind k, const float *p, const float *x, const float *y,
-                           const float *dy, float *dx, int64_t n);
+                           const float *dy, float *dx, int64_t n, int accumulate);
     /* y = a (op) b with broadcasting. bwd accumulates into da / db (either may be NULL),
      * reducing over broadcast dimensions. */
     lp_status (*binary_fwd)(lp_binary_kind k, const lp_bcast *bc, const float *a, const float *b, float *y);

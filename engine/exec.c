@@ -55,6 +55,7 @@ struct lp_run {
     char *packed;      /* per value (lp_backend.packed): stored packed, bf16 NHWC; 2: and a
                         * lean run's backward reads it (so it lives through that) */
     char *gpacked;     /* per value (lean, lp_backend.packed): its gradient is packed */
+    int shared_grads;  /* lean: gradients sharing an Add's output gradient's buffer */
     lp_shape *plan_shapes; /* the shapes the plan was made for */
     int plan_ok;       /* the plan matches the run's mode and captures */
 };
@@ -215,6 +216,7 @@ static void drop_plan(lp_run *r) {
     if (r->gpacked) memset(r->gpacked, 0, (size_t)r->m->n_values);
     unfuse_adds(r);
     r->plan_ok = 0;
+    r->shared_grads = 0;
     r->has_forward = 0;
 }
 
@@ -505,7 +507,7 @@ static lp_status ensure_plan(lp_run *r) {
     char *keep = lp_calloc(2 * ((size_t)nv + 1), 1), *bread = keep ? keep + nv + 1 : NULL;
     char *req = r->lean ? lp_calloc((size_t)nv + 1, 1) : NULL;
     int *first = lp_malloc(((size_t)nv + 1) * 2 * sizeof *first), *last = first ? first + nv + 1 : NULL;
-    int *gfirst = lp_malloc(((size_t)nv + 1) * sizeof *gfirst);
+    int *gfirst = lp_malloc(((size_t)nv + 1) * 2 * sizeof *gfirst), *gitem = gfirst ? gfirst + nv + 1 : NULL;
     lp_plan_item *it = lp_malloc(((size_t)nv + 1) * 2 * sizeof *it);
     int *who = lp_malloc(((size_t)nv + 1) * 2 * sizeof *who); /* item -> value (+nv: its gradient) */
     lp_status s = LP_OK;
@@ -517,7 +519,7 @@ static lp_status ensure_plan(lp_run *r) {
     if (req) grad_required(m, 0, r->lean_root, req);
     plan_keep(r, req, keep, bread);
     plan_packing(r, keep, bread);
-    for (int v = 0; v < nv; v++) first[v] = last[v] = gfirst[v] = -1;
+    for (int v = 0; v < nv; v++) first[v] = last[v] = gfirst[v] = gitem[v] = -1; /* gitem: a gradient's item */
     for (int i = 0; i < T; i++) {
         const lp_node *n = &m->nodes[i];
         for (int k = 0; k < n->n_in; k++) /* a gradient's first step: its last reader's backward */
@@ -550,10 +552,34 @@ static lp_status ensure_plan(lp_run *r) {
         for (int k = 0; k < m->n_outputs; k++) is_out |= m->outputs[k] == v;
         const int64_t bytes = lp_shape_numel(&r->shapes[v]) * (r->gpacked[v] ? 2 : (int64_t)sizeof(float));
         if (is_out || bytes <= 0) continue;
+        r->gtransient[v] = 1;
+        gitem[v] = ni;
         int g0 = gfirst[v] < 0 ? T : gfirst[v]; /* never read by a node: seeded as the pass starts */
         it[ni] = (lp_plan_item){(size_t)bytes, g0, 2 * T - 1 - m->values[v].producer, 0};
         who[ni++] = nv + v;
-        r->gtransient[v] = 1;
+    }
+    /* A same-shape Add hands its gradient unchanged to both inputs. An input whose first
+     * gradient is the Add's (the Add is its last reader) takes the Add's gradient
+     * buffer as its own, so that backward step copies nothing (binary_backward sees
+     * din == dout): one item for both, alive from the output's first step to the
+     * input's last. Walking the nodes last first extends chains of Adds to their root. */
+    for (int i = T - 1; req && i >= 0; i--) {
+        const lp_node *n = &m->nodes[i];
+        if (strcmp(n->op->type, "Add") || n->n_in != 2 || n->in[0] < 0 || n->in[0] == n->in[1]) continue;
+        const int o = n->out[0];
+        for (int k = 0; k < 2 && gitem[o] >= 0; k++) {
+            const int v = n->in[k];
+            if (v < 0 || gitem[v] < 0 || gfirst[v] != 2 * T - 1 - i || r->gpacked[v] != r->gpacked[o] ||
+                !lp_shape_eq(&r->shapes[v], &r->shapes[o]))
+                continue;
+            lp_plan_item *root = &it[gitem[o]];
+            const int end = it[gitem[v]].last;
+            it[gitem[v]].bytes = 0; /* its own item goes unused */
+            if (root->last < end) root->last = end;
+            gitem[v] = gitem[o];
+            r->shared_grads++;
+            break;
+        }
     }
     size_t total = 0;
     s = lp_mem_plan(it, ni, 256, &total);
@@ -568,7 +594,8 @@ static lp_status ensure_plan(lp_run *r) {
             s = LP_ERR_OOM;
             break;
         }
-        *t = lp_tensor_view(r->dev, LP_F32, &r->shapes[v], (char *)r->arena->data + it[k].offset);
+        const size_t at = it[is_grad ? gitem[v] : k].offset; /* an Add's input's gradient: the Add's */
+        *t = lp_tensor_view(r->dev, LP_F32, &r->shapes[v], (char *)r->arena->data + at);
         if (is_grad ? r->gpacked[v] : r->packed[v]) t->nbytes = (size_t)lp_shape_numel(&r->shapes[v]) * 2; /* bf16 */
         if (is_grad) r->grad[v] = t;
         else r->val[v] = t, r->owned[v] = 1;
@@ -712,6 +739,7 @@ static lp_status run_pass(lp_run *r, int phase, int graphed, int of, int wgrads,
 
 void lp_run_speed_info(const lp_run *r, lp_run_speed *out) {
     out->fused = out->packed = out->packed_grads = 0;
+    out->shared_grads = planned(r) && r->plan_ok ? r->shared_grads : 0;
     for (int i = 0; i < r->m->n_nodes; i++) out->fused += fused_away(r, i); /* as run: captures unfuse */
     for (int v = 0; r->packed && planned(r) && v < r->m->n_values; v++) out->packed += r->packed[v] != 0;
     for (int v = 0; r->gpacked && planned(r) && v < r->m->n_values; v++) out->packed_grads += r->gpacked[v];
@@ -868,6 +896,21 @@ const lp_tensor *lp_run_grad(const lp_run *r, const char *name) {
     return id < 0 || !r->grad_live[id] || (r->gtransient && r->gtransient[id]) ? NULL : r->grad[id];
 }
 
+/* Test builds (LOUPE_POISON_FRESH): a buffer its first writer is to write whole starts
+ * as NaN (all bits set: NaN in fp32 and in packed bf16 alike), so a missed element
+ * shows; elsewhere a no-op. */
+static lp_status poison_fresh(const lp_run *r, lp_tensor *g) {
+#ifdef LOUPE_POISON_FRESH
+    const uint32_t bits = 0xffffffffu;
+    float nan;
+    memcpy(&nan, &bits, sizeof nan);
+    return r->be->fill((int64_t)(g->nbytes / sizeof(float)), nan, g->data);
+#else
+    (void)r, (void)g;
+    return LP_OK;
+#endif
+}
+
 /* A gradient buffer for value v, zeroed when `clear` (else its first writer writes it
  * whole), reusing last pass's when the shape fits. */
 static lp_status ensure_grad(lp_run *r, int v, int clear) {
@@ -875,13 +918,13 @@ static lp_status ensure_grad(lp_run *r, int v, int clear) {
     r->grad_live[v] = 1;
     if (g) {
         lp_shape gs = lp_tensor_shape(g);
-        if (lp_shape_eq(&gs, &r->shapes[v])) return clear ? r->be->zero(g->data, g->nbytes) : LP_OK;
+        if (lp_shape_eq(&gs, &r->shapes[v])) return clear ? r->be->zero(g->data, g->nbytes) : poison_fresh(r, g);
         lp_tensor_free(g);
         r->grad[v] = NULL;
     }
     lp_status s = lp_tensor_new_shape(&r->grad[v], r->dev, LP_F32, &r->shapes[v]);
     if (s != LP_OK) r->grad_live[v] = 0;
-    return s;
+    return s == LP_OK && !clear ? poison_fresh(r, r->grad[v]) : s;
 }
 
 /* The backward pass's nodes, from value `of` down (captured whole when graphs are on). */
@@ -948,6 +991,32 @@ static lp_status rule_unpacked(lp_ctx *c, lp_backward_fn fn, const lp_node *n, l
     return s;
 }
 
+/* Node n's backward fn: a rule on packed values runs on fp32 copies. */
+static lp_status call_backward(lp_ctx *c, lp_backward_fn fn, const lp_node *n, lp_tensor **in, lp_tensor **out,
+                               lp_tensor **dout, lp_tensor **din) {
+    if ((c->pack_in || c->pack_out) && fn != n->op->backward) return rule_unpacked(c, fn, n, in, out, dout, din);
+    return fn(c, n, in, out, dout, din);
+}
+
+/* A rule on an Add whose input `k`'s gradient shares the Add's gradient buffer (a lean
+ * plan's; it holds dout): rules add into din, so dout moves to a copy and din starts
+ * at zero. */
+static lp_status rule_shared(lp_ctx *c, lp_backward_fn fn, const lp_node *n, lp_tensor **in, lp_tensor **out,
+                             lp_tensor **dout, lp_tensor **din, int k) {
+    const lp_backend *be = c->be;
+    lp_tensor d = *dout[0], *dcopy[LP_MAX_IO];
+    memcpy(dcopy, dout, sizeof dcopy);
+    LP_TRY(be->alloc(d.nbytes, &d.data));
+    d.owns = 0;
+    dcopy[0] = &d;
+    lp_status s = be->copy(d.data, dout[0]->data, d.nbytes);
+    if (s == LP_OK) s = be->zero(din[k]->data, din[k]->nbytes);
+    if (s == LP_OK) s = call_backward(c, fn, n, in, out, dcopy, din);
+    if (s == LP_OK) s = be->sync(); /* the copy goes next */
+    be->free(d.data);
+    return s;
+}
+
 static lp_status backward_nodes(lp_run *r, void *arg) {
     const backward_arg *a = arg;
     lp_model *m = r->m;
@@ -984,7 +1053,7 @@ static lp_status backward_nodes(lp_run *r, void *arg) {
         if ((c.pack_in || c.pack_out) && !packing)
             return lp_fail(LP_ERR_INTERNAL, "%s: a packed gradient reached an op that cannot read it",
                            lp_node_ctx(m, n, ctx, sizeof ctx));
-        int need = 0;
+        int need = 0, shared = -1;
         for (int k = 0; k < n->n_in; k++) {
             int v = n->in[k];
             in[k] = v >= 0 ? arg_value(r, v, &shell[k]) : NULL;
@@ -992,13 +1061,15 @@ static lp_status backward_nodes(lp_run *r, void *arg) {
             if (v < 0 || !req[v]) continue;
             if (!r->grad_live[v]) {
                 /* A gradient's first contribution is written rather than added, so it need
-                 * not be cleared first, by the ops that know how (rules add): a Conv's input
-                 * gradient, a same-shape Add's (a copy), and packed ones. */
-                const int fresh = fn == n->op->backward &&
-                                  ((conv && k == 0) || (add && lp_shape_eq(&r->shapes[v], &r->shapes[n->out[0]])) ||
-                                   (packing && (c.pack_in >> k & 1u)));
-                s = ensure_grad(r, v, !fresh);
-                if (s != LP_OK) return s;
+                 * not be cleared first, by the ops that know how (lp_op.fresh; rules add). */
+                const int fresh = fn == n->op->backward && (n->op->fresh >> k & 1u);
+                if (r->gtransient && r->gtransient[v] && dout[0] && r->grad[v] && r->grad[v]->data == dout[0]->data) {
+                    shared = k; /* an Add's input's gradient in the Add's buffer (ensure_plan): it holds dout */
+                    r->grad_live[v] = 1;
+                } else {
+                    s = ensure_grad(r, v, !fresh);
+                    if (s != LP_OK) return s;
+                }
                 c.din_fresh |= (unsigned)fresh << k;
             }
             din[k] = r->grad[v];
@@ -1010,8 +1081,8 @@ static lp_status backward_nodes(lp_run *r, void *arg) {
             return s;
         }
         c.aux = r->aux[i];
-        if ((c.pack_in || c.pack_out) && fn != n->op->backward) s = rule_unpacked(&c, fn, n, in, out, dout, din);
-        else s = fn(&c, n, in, out, dout, din);
+        if (shared >= 0 && fn != n->op->backward) s = rule_shared(&c, fn, n, in, out, dout, din, shared);
+        else s = call_backward(&c, fn, n, in, out, dout, din);
         if (s != LP_OK) {
             s = lp_fail_prefix(s, "%s (backward)", lp_node_ctx(m, n, ctx, sizeof ctx));
             return s;

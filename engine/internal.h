@@ -176,8 +176,8 @@ typedef struct lp_ctx {
                                   * din[k] / dout[k] are packed (a lean run's; so are the
                                   * values the backward reads) */
     unsigned din_fresh;          /* backward: bit k set when din[k] holds no gradient yet and
-                                  * was not cleared: the op writes it rather than adds (only
-                                  * for ops the executor knows to: see backward_nodes) */
+                                  * was not cleared: the op writes it rather than adds (set
+                                  * only where lp_op.fresh allows, and never for rules) */
 } lp_ctx;
 
 /* Ops' forward/backward see tensors on the run's device; int64 tensors (shapes,
@@ -206,6 +206,9 @@ typedef struct lp_op {
     int64_t (*macs)(const lp_node *n, const lp_shape *in, const lp_shape *out);
     /* Output dtype is int64 (Shape) — such nodes only run during folding. */
     int int64_out;
+    /* Bit k set when backward honours lp_ctx.din_fresh bit k: it writes din[k] whole
+     * (so the executor need not clear it first). Ops without it only ever add. */
+    unsigned fresh;
 } lp_op;
 
 /* Arena planning (engine/mem_plan.c): each item's bytes are rounded up to `align` and

@@ -160,6 +160,7 @@ typedef struct lp_run_speed {
     int fused;
     int packed;
     int packed_grads; /* lean runs in bf16: gradients stored packed alike */
+    int shared_grads; /* lean runs: Add inputs' gradients kept in the Add's gradient buffer (no copy) */
     int64_t graph_replays;
     int64_t held_bytes; /* device bytes the run holds for activations and gradients (arena included) */
 } lp_run_speed;

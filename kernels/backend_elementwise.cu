@@ -62,8 +62,11 @@ __global__ void unary_fwd_kernel(int k, float p0, float p1, const float *x, floa
 }
 
 __global__ void unary_bwd_kernel(int k, float p0, float p1, const float *x, const float *y, const float *dy,
-                                 float *dx, int64_t n) {
-    GRID_LOOP(i, n) dx[i] += unary_g(k, p0, p1, x ? x[i] : 0.f, y ? y[i] : 0.f, dy[i]);
+                                 float *dx, int64_t n, int accumulate) {
+    GRID_LOOP(i, n) {
+        const float g = unary_g(k, p0, p1, x ? x[i] : 0.f, y ? y[i] : 0.f, dy[i]);
+        dx[i] = accumulate ? dx[i] + g : g; // a first gradient is written: dx need not be cleared
+    }
 }
 
 // ---- broadcast ---------------------------------------------------------------
@@ -239,9 +242,9 @@ int lp_k_unary_fwd(lp_stream s, int kind, float p0, float p1, const float *x, fl
 }
 
 int lp_k_unary_bwd(lp_stream s, int kind, float p0, float p1, const float *x, const float *y, const float *dy,
-                   float *dx, int64_t n) {
+                   float *dx, int64_t n, int accumulate) {
     if (n <= 0) return 0;
-    unary_bwd_kernel<<<grid_for(n), LP_THREADS, 0, (cudaStream_t)s>>>(kind, p0, p1, x, y, dy, dx, n);
+    unary_bwd_kernel<<<grid_for(n), LP_THREADS, 0, (cudaStream_t)s>>>(kind, p0, p1, x, y, dy, dx, n, accumulate);
     LAUNCH_END;
 }
 

@@ -135,12 +135,14 @@ __device__ float pool_grad_at(const lp_pool_desc &d, plane xp, plane gp, int iy,
     return acc;
 }
 
-__global__ void pool_bwd_kernel(lp_pool_desc d, const float *x, const float *dy, float *dx, int64_t total) {
+__global__ void pool_bwd_kernel(lp_pool_desc d, const float *x, const float *dy, float *dx, int accumulate,
+                                int64_t total) {
     const int64_t ohw = (int64_t)d.oh * d.ow, hw = (int64_t)d.h * d.w;
     GRID_LOOP(i, total) {
         int64_t pl = i / hw, r = i % hw;
         const plane xp = {x ? x + pl * hw : nullptr, nullptr, 1}; // average: x unread
-        dx[i] += pool_grad_at(d, xp, plane{dy + pl * ohw, nullptr, 1}, (int)(r / d.w), (int)(r % d.w));
+        const float g = pool_grad_at(d, xp, plane{dy + pl * ohw, nullptr, 1}, (int)(r / d.w), (int)(r % d.w));
+        dx[i] = accumulate ? dx[i] + g : g;
     }
 }
 
@@ -322,10 +324,13 @@ int lp_k_pool_fwd_packed(lp_stream s, const lp_pool_desc *d, const uint16_t *x, 
     LAUNCH_END;
 }
 
-int lp_k_pool_bwd(lp_stream s, const lp_pool_desc *d, const float *x, const float *dy, float *dx) {
+int lp_k_pool_bwd(lp_stream s, const lp_pool_desc *d, const float *x, const float *dy, float *dx, int accumulate) {
     int64_t total = (int64_t)d->n * d->c * d->h * d->w;
-    if (total <= 0 || d->oh <= 0 || d->ow <= 0) return 0;
-    pool_bwd_kernel<<<grid_for(total), LP_THREADS, 0, (cudaStream_t)s>>>(*d, x, dy, dx, total);
+    if (total <= 0) return 0;
+    if (d->oh <= 0 || d->ow <= 0) { // no window: no gradient (written as zeros when overwriting)
+        return accumulate ? 0 : (int)cudaMemsetAsync(dx, 0, sizeof *dx * (size_t)total, (cudaStream_t)s);
+    }
+    pool_bwd_kernel<<<grid_for(total), LP_THREADS, 0, (cudaStream_t)s>>>(*d, x, dy, dx, accumulate, total);
     LAUNCH_END;
 }
 

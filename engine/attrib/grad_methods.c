@@ -118,7 +118,7 @@ static lp_status relu_rule(lp_ctx *c, const lp_node *n, lp_tensor *const *in, lp
     LP_TRY(c->be->alloc((size_t)cnt * sizeof(float), &tmp));
     lp_status s = c->be->unary_fwd(LP_UN_RELU, NULL, dout[0]->data, tmp, cnt);
     if (s == LP_OK) {
-        if (guided) s = c->be->unary_bwd(LP_UN_RELU, NULL, in[0]->data, out[0]->data, tmp, din[0]->data, cnt);
+        if (guided) s = c->be->unary_bwd(LP_UN_RELU, NULL, in[0]->data, out[0]->data, tmp, din[0]->data, cnt, 1);
         else s = c->be->axpy(cnt, 1.0f, tmp, din[0]->data);
     }
     c->be->free(tmp);

@@ -48,9 +48,8 @@ lp_status _lp_un(const lp_backend *be, lp_unary_kind k, float p0, float p1, cons
 }
 
 lp_status _lp_step(const lp_backend *be, const float *x, const float *ones, float *m, int64_t n) {
-    LP_TRY(be->zero(m, (size_t)n * sizeof *m));
     /* y = x has the sign of relu(x) > 0, whichever of x, y a backend's ReLU gradient reads. */
-    return be->unary_bwd(LP_UN_RELU, NULL, x, x, ones, m, n);
+    return be->unary_bwd(LP_UN_RELU, NULL, x, x, ones, m, n, 0);
 }
 
 lp_tensor _lp_view(const lp_tensor *t, void *data) {

@@ -92,91 +92,87 @@ lp_status _lp_cpu_unary_fwd(lp_unary_kind k, const float *p, const float *x, flo
     return LP_OK;
 }
 
+/* dx[i] (+)= EXPR for i < n: added when accumulate, else written (a first gradient,
+ * so dx need not be cleared). */
+#define BWD_LOOP(PRAGMA, EXPR)                                               \
+    do {                                                                     \
+        if (accumulate) {                                                    \
+            _Pragma(PRAGMA) for (int64_t i = 0; i < n; i++) dx[i] += (EXPR); \
+        } else {                                                             \
+            _Pragma(PRAGMA) for (int64_t i = 0; i < n; i++) dx[i] = (EXPR);  \
+        }                                                                    \
+    } while (0)
+#define BWD_SIMD(EXPR) BWD_LOOP("omp parallel for simd if (par_on) schedule(static)", EXPR)
+#define BWD(EXPR) BWD_LOOP("omp parallel for if (par_on) schedule(static)", EXPR)
+
 lp_status _lp_cpu_unary_bwd(lp_unary_kind k, const float *p, const float *x, const float *y, const float *dy,
-                            float *dx, int64_t n) {
+                            float *dx, int64_t n, int accumulate) {
     const float p0 = par(p, 0, k == LP_UN_LEAKY_RELU ? 0.01f : k == LP_UN_CLIP ? -INFINITY
                                                           : k == LP_UN_HARD_SIGMOID ? 0.2f : 1.f);
     const float p1 = par(p, 1, k == LP_UN_CLIP ? INFINITY : k == LP_UN_HARD_SIGMOID ? 0.5f : 0.f);
     const int par_on = n > LP_CPU_PAR_MIN;
     switch (k) {
     case LP_UN_IDENTITY:
-#pragma omp parallel for simd if (par_on) schedule(static)
-        for (int64_t i = 0; i < n; i++) dx[i] += dy[i];
+        BWD_SIMD(dy[i]);
         break;
     case LP_UN_RELU:
-#pragma omp parallel for simd if (par_on) schedule(static)
-        for (int64_t i = 0; i < n; i++) dx[i] += y[i] > 0.f ? dy[i] : 0.f; /* y > 0 iff x > 0: x may be freed */
+        BWD_SIMD(y[i] > 0.f ? dy[i] : 0.f); /* y > 0 iff x > 0: x may be freed */
         break;
     case LP_UN_LEAKY_RELU:
-#pragma omp parallel for simd if (par_on) schedule(static)
-        for (int64_t i = 0; i < n; i++) dx[i] += x[i] > 0.f ? dy[i] : p0 * dy[i];
+        BWD_SIMD(x[i] > 0.f ? dy[i] : p0 * dy[i]);
         break;
     case LP_UN_CLIP: /* PyTorch clamp: the gradient passes where min <= x <= max */
-#pragma omp parallel for simd if (par_on) schedule(static)
-        for (int64_t i = 0; i < n; i++) dx[i] += (x[i] >= p0 && x[i] <= p1) ? dy[i] : 0.f;
+        BWD_SIMD((x[i] >= p0 && x[i] <= p1) ? dy[i] : 0.f);
         break;
     case LP_UN_SIGMOID:
-#pragma omp parallel for simd if (par_on) schedule(static)
-        for (int64_t i = 0; i < n; i++) dx[i] += dy[i] * y[i] * (1.f - y[i]);
+        BWD_SIMD(dy[i] * y[i] * (1.f - y[i]));
         break;
     case LP_UN_HARD_SIGMOID:
-#pragma omp parallel for simd if (par_on) schedule(static)
-        for (int64_t i = 0; i < n; i++) {
-            float v = p0 * x[i] + p1;
-            dx[i] += (v > 0.f && v < 1.f) ? p0 * dy[i] : 0.f;
-        }
+        BWD_SIMD((p0 * x[i] + p1 > 0.f && p0 * x[i] + p1 < 1.f) ? p0 * dy[i] : 0.f);
         break;
     case LP_UN_HARD_SWISH: /* PyTorch: 0 below -3, x/3 + 1/2 up to 3 inclusive, 1 above */
-#pragma omp parallel for simd if (par_on) schedule(static)
-        for (int64_t i = 0; i < n; i++)
-            dx[i] += x[i] < -3.f ? 0.f : x[i] <= 3.f ? dy[i] * (x[i] * (1.f / 3.f) + 0.5f) : dy[i];
+        BWD_SIMD(x[i] < -3.f ? 0.f : x[i] <= 3.f ? dy[i] * (x[i] * (1.f / 3.f) + 0.5f) : dy[i]);
         break;
     case LP_UN_ERF:
-#pragma omp parallel for if (par_on) schedule(static)
-        for (int64_t i = 0; i < n; i++) dx[i] += dy[i] * 1.1283791670955126f * expf(-x[i] * x[i]);
+        BWD(dy[i] * 1.1283791670955126f * expf(-x[i] * x[i]));
         break;
     case LP_UN_SQRT:
-#pragma omp parallel for simd if (par_on) schedule(static)
-        for (int64_t i = 0; i < n; i++) dx[i] += dy[i] * 0.5f / y[i];
+        BWD_SIMD(dy[i] * 0.5f / y[i]);
         break;
     case LP_UN_TANH:
-#pragma omp parallel for simd if (par_on) schedule(static)
-        for (int64_t i = 0; i < n; i++) dx[i] += dy[i] * (1.f - y[i] * y[i]);
+        BWD_SIMD(dy[i] * (1.f - y[i] * y[i]));
         break;
     case LP_UN_EXP:
-#pragma omp parallel for simd if (par_on) schedule(static)
-        for (int64_t i = 0; i < n; i++) dx[i] += dy[i] * y[i];
+        BWD_SIMD(dy[i] * y[i]);
         break;
     case LP_UN_LOG:
-#pragma omp parallel for simd if (par_on) schedule(static)
-        for (int64_t i = 0; i < n; i++) dx[i] += dy[i] / x[i];
+        BWD_SIMD(dy[i] / x[i]);
         break;
     case LP_UN_NEG:
-#pragma omp parallel for simd if (par_on) schedule(static)
-        for (int64_t i = 0; i < n; i++) dx[i] -= dy[i];
+        BWD_SIMD(-dy[i]);
         break;
     case LP_UN_ABS:
-#pragma omp parallel for simd if (par_on) schedule(static)
-        for (int64_t i = 0; i < n; i++) dx[i] += x[i] > 0.f ? dy[i] : x[i] < 0.f ? -dy[i] : 0.f;
+        BWD_SIMD(x[i] > 0.f ? dy[i] : x[i] < 0.f ? -dy[i] : 0.f);
         break;
     case LP_UN_POW:
         if (p0 == 2.f) {
-#pragma omp parallel for simd if (par_on) schedule(static)
-            for (int64_t i = 0; i < n; i++) dx[i] += 2.f * x[i] * dy[i];
+            BWD_SIMD(2.f * x[i] * dy[i]);
         } else {
-#pragma omp parallel for if (par_on) schedule(static)
-            for (int64_t i = 0; i < n; i++) dx[i] += dy[i] * p0 * powf(x[i], p0 - 1.f);
+            BWD(dy[i] * p0 * powf(x[i], p0 - 1.f));
         }
         break;
     case LP_UN_SCALE:
-#pragma omp parallel for simd if (par_on) schedule(static)
-        for (int64_t i = 0; i < n; i++) dx[i] += p0 * dy[i];
+        BWD_SIMD(p0 * dy[i]);
         break;
     default:
         return lp_fail(LP_ERR_UNSUPPORTED, "cpu unary_bwd: unknown kind %d", (int)k);
     }
     return LP_OK;
 }
+
+#undef BWD
+#undef BWD_SIMD
+#undef BWD_LOOP
 
 /* ---------- broadcast iteration ---------- */
 

@@ -12,12 +12,13 @@ lp_status _lp_cpu_conv_bwd_filter(const lp_conv_desc *d, const float *x, const f
 
 /* cpu_pool.c */
 lp_status _lp_cpu_pool_fwd(const lp_pool_desc *d, const float *x, float *y);
-lp_status _lp_cpu_pool_bwd(const lp_pool_desc *d, const float *x, const float *y, const float *dy, float *dx);
+lp_status _lp_cpu_pool_bwd(const lp_pool_desc *d, const float *x, const float *y, const float *dy, float *dx,
+                           int accumulate);
 
 /* cpu_elementwise.c */
 lp_status _lp_cpu_unary_fwd(lp_unary_kind k, const float *p, const float *x, float *y, int64_t n);
 lp_status _lp_cpu_unary_bwd(lp_unary_kind k, const float *p, const float *x, const float *y, const float *dy,
-                            float *dx, int64_t n);
+                            float *dx, int64_t n, int accumulate);
 lp_status _lp_cpu_binary_fwd(lp_binary_kind k, const lp_bcast *bc, const float *a, const float *b, float *y);
 lp_status _lp_cpu_binary_bwd(lp_binary_kind k, const lp_bcast *bc, const float *a, const float *b, const float *y,
                              const float *dy, float *da, float *db);

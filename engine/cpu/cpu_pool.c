@@ -3,6 +3,7 @@
 #include "cpu_internal.h"
 
 #include <math.h>
+#include <string.h>
 
 /* Valid taps of one window axis: taps t in [lo, hi) land inside [0, n); `padded`
  * counts the taps inside [-p0, n + p1) (the count_include_pad divisor). */
@@ -80,7 +81,8 @@ lp_status _lp_cpu_pool_fwd(const lp_pool_desc *d, const float *x, float *y) {
     return LP_OK;
 }
 
-lp_status _lp_cpu_pool_bwd(const lp_pool_desc *d, const float *x, const float *y, const float *dy, float *dx) {
+lp_status _lp_cpu_pool_bwd(const lp_pool_desc *d, const float *x, const float *y, const float *dy, float *dx,
+                           int accumulate) {
     (void)y; /* the argmax is recomputed from x so ties resolve to the first element, as documented */
     lp_status st = pool_check(d, "pool_bwd");
     if (st) return st;
@@ -90,6 +92,7 @@ lp_status _lp_cpu_pool_bwd(const lp_pool_desc *d, const float *x, const float *y
         const float *xp = x ? x + pl * hw : NULL; /* average pooling's backward never reads x */
         const float *gp = dy + pl * ohw;
         float *dp = dx + pl * hw;
+        if (!accumulate) memset(dp, 0, sizeof *dp * (size_t)hw); /* windows scatter into their plane */
         for (int oy = 0; oy < d->oh; oy++) {
             int ys = oy * d->sh - d->ph0, ilo, ihi, ipc;
             win_range(ys, d->kh, d->dh, d->h, d->ph0, d->ph1, &ilo, &ihi, &ipc);

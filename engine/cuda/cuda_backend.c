@@ -70,10 +70,11 @@ static lp_status g_pool_fwd(const lp_pool_desc *d, const float *x, float *y) {
     LP_KERNEL(lp_k_pool_fwd(STREAM, d, x, y));
     return LP_OK;
 }
-static lp_status g_pool_bwd(const lp_pool_desc *d, const float *x, const float *y, const float *dy, float *dx) {
+static lp_status g_pool_bwd(const lp_pool_desc *d, const float *x, const float *y, const float *dy, float *dx,
+                            int accumulate) {
     (void)y; /* the argmax is recomputed from x, as on the CPU */
     LP_TRY(pool_check(d, "pool_bwd"));
-    LP_KERNEL(lp_k_pool_bwd(STREAM, d, x, dy, dx));
+    LP_KERNEL(lp_k_pool_bwd(STREAM, d, x, dy, dx, accumulate));
     return LP_OK;
 }
 
@@ -93,11 +94,11 @@ static lp_status g_unary_fwd(lp_unary_kind k, const float *p, const float *x, fl
     return LP_OK;
 }
 static lp_status g_unary_bwd(lp_unary_kind k, const float *p, const float *x, const float *y, const float *dy,
-                             float *dx, int64_t n) {
+                             float *dx, int64_t n, int accumulate) {
     if ((int)k < 0 || k >= LP_UN_COUNT) return lp_fail(LP_ERR_UNSUPPORTED, "cuda unary_bwd: unknown kind %d", (int)k);
     float p0, p1;
     unary_params(k, p, &p0, &p1);
-    LP_KERNEL(lp_k_unary_bwd(STREAM, (int)k, p0, p1, x, y, dy, dx, n));
+    LP_KERNEL(lp_k_unary_bwd(STREAM, (int)k, p0, p1, x, y, dy, dx, n, accumulate));
     return LP_OK;
 }
 static lp_status g_binary_fwd(lp_binary_kind k, const lp_bcast *bc, const float *a, const float *b, float *y) {

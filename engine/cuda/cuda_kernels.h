@@ -18,7 +18,7 @@ typedef struct CUstream_st *lp_stream; /* = cudaStream_t */
 /* elementwise (backend_elementwise.cu) */
 int lp_k_unary_fwd(lp_stream s, int kind, float p0, float p1, const float *x, float *y, int64_t n);
 int lp_k_unary_bwd(lp_stream s, int kind, float p0, float p1, const float *x, const float *y, const float *dy,
-                   float *dx, int64_t n);
+                   float *dx, int64_t n, int accumulate);
 int lp_k_binary_fwd(lp_stream s, int kind, const lp_bcast *bc, const float *a, const float *b, float *y);
 /* One operand's gradient over the full output shape: g[i] = d(a op b)/d(which)[i] * dy[i]
  * (which: 0 = a, 1 = b). Accumulated into g at the operand's strides when `direct`
@@ -46,7 +46,7 @@ int lp_k_pad_bwd(lp_stream s, int ndim, const int64_t *xshape, const int64_t *pa
 
 /* nn (backend_nn.cu) */
 int lp_k_pool_fwd(lp_stream s, const lp_pool_desc *d, const float *x, float *y);
-int lp_k_pool_bwd(lp_stream s, const lp_pool_desc *d, const float *x, const float *dy, float *dx);
+int lp_k_pool_bwd(lp_stream s, const lp_pool_desc *d, const float *x, const float *dy, float *dx, int accumulate);
 int lp_k_softmax_fwd(lp_stream s, int64_t outer, int64_t axis, int64_t inner, int is_log, const float *x, float *y);
 int lp_k_softmax_bwd(lp_stream s, int64_t outer, int64_t axis, int64_t inner, int is_log, const float *y,
                      const float *dy, float *dx);

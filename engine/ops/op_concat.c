@@ -95,7 +95,7 @@ static lp_status concat_backward(lp_ctx *c, const lp_node *n, lp_tensor *const *
     return LP_OK;
 }
 
-const lp_op _lp_op_Concat = {"Concat", concat_check, concat_infer, concat_forward, concat_backward, NULL, 0};
+const lp_op _lp_op_Concat = {"Concat", concat_check, concat_infer, concat_forward, concat_backward, NULL, 0, 0};
 
 /* ---- Split ------------------------------------------------------------------------- */
 
@@ -183,7 +183,7 @@ static lp_status split_backward(lp_ctx *c, const lp_node *n, lp_tensor *const *i
     return LP_OK;
 }
 
-const lp_op _lp_op_Split = {"Split", split_check, split_infer, split_forward, split_backward, NULL, 0};
+const lp_op _lp_op_Split = {"Split", split_check, split_infer, split_forward, split_backward, NULL, 0, 0};
 
 /* ---- Gather ------------------------------------------------------------------------ */
 
@@ -246,4 +246,4 @@ static lp_status gather_backward(lp_ctx *c, const lp_node *n, lp_tensor *const *
     return gather_run(c, n, in, din[0], dout[0]);
 }
 
-const lp_op _lp_op_Gather = {"Gather", gather_check, gather_infer, gather_forward, gather_backward, NULL, 0};
+const lp_op _lp_op_Gather = {"Gather", gather_check, gather_infer, gather_forward, gather_backward, NULL, 0, 0};

@@ -161,7 +161,7 @@ static int64_t conv_macs(const lp_node *n, const lp_shape *in, const lp_shape *o
     return (int64_t)d.n * d.k * d.oh * d.ow * (d.c / d.groups) * d.kh * d.kw;
 }
 
-const lp_op _lp_op_Conv = {"Conv", conv_check, conv_infer, conv_forward, conv_backward, conv_macs, 0};
+const lp_op _lp_op_Conv = {"Conv", conv_check, conv_infer, conv_forward, conv_backward, conv_macs, 0, 1};
 
 /* ---- ConvTranspose -------------------------------------------------------------- */
 
@@ -274,4 +274,4 @@ static int64_t convt_macs(const lp_node *n, const lp_shape *in, const lp_shape *
 }
 
 const lp_op _lp_op_ConvTranspose = {"ConvTranspose", conv_check, convt_infer, convt_forward, convt_backward,
-                                    convt_macs, 0};
+                                    convt_macs, 0, 0};

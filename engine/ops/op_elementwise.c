@@ -100,11 +100,11 @@ static lp_status unary_backward(lp_ctx *c, const lp_node *n, lp_tensor *const *i
     }
     LP_TRY(unary_p(c, n, in, p));
     return c->be->unary_bwd(up->kind, p, in[0]->data, out[0]->data, dout[0]->data, din[0]->data,
-                            lp_tensor_numel(in[0]));
+                            lp_tensor_numel(in[0]), !(c->din_fresh & 1));
 }
 
 #define UNARY_OP(NAME) \
-    const lp_op _lp_op_##NAME = {#NAME, unary_check, same_infer, unary_forward, unary_backward, NULL, 0};
+    const lp_op _lp_op_##NAME = {#NAME, unary_check, same_infer, unary_forward, unary_backward, NULL, 0, 1};
 UNARY_OP(Relu)
 UNARY_OP(LeakyRelu)
 UNARY_OP(Clip)
@@ -216,33 +216,40 @@ static lp_status binary_backward(lp_ctx *c, const lp_node *n, lp_tensor *const *
             lp_tensor_numel(in[1]) != cnt)
             return lp_fail(LP_ERR_INTERNAL, "%s cannot mix packed and unpacked gradients", n->op_type);
         for (int k = 0; k < 2; k++) /* in order: Add(x, x)'s second is no longer fresh */
-            if (din[k] && (c->din_fresh >> k & 1u)) LP_TRY(c->be->packed_add(cnt, dout[0]->data, NULL, din[k]->data, 0));
-            else if (din[k]) LP_TRY(c->be->packed_add(cnt, din[k]->data, dout[0]->data, din[k]->data, 0));
+            if (din[k] && (c->din_fresh >> k & 1u)) { /* a first contribution: a copy (bf16: 2 bytes a value) */
+                if (din[k]->data != dout[0]->data) /* else a lean plan gave din dout's buffer: done */
+                    LP_TRY(c->be->copy(din[k]->data, dout[0]->data, (size_t)cnt * sizeof(uint16_t)));
+            } else if (din[k]) {
+                LP_TRY(c->be->packed_add(cnt, din[k]->data, dout[0]->data, din[k]->data, 0));
+            }
         return LP_OK;
     }
     if (pow_scalar(p, in) && !din[1]) {
         float e[2] = {0, 0};
         LP_TRY(_lp_input_scalar(c, n, in, 1, &e[0]));
         return c->be->unary_bwd(LP_UN_POW, e, in[0]->data, out[0]->data, dout[0]->data, din[0]->data,
-                                lp_tensor_numel(in[0]));
+                                lp_tensor_numel(in[0]), !(c->din_fresh & 1));
     }
     lp_bcast bc;
     LP_TRY(lp_bcast_make(in[0]->ndim, in[0]->shape, in[1]->ndim, in[1]->shape, &bc));
     float *da = din[0] ? din[0]->data : NULL, *db = din[1] ? din[1]->data : NULL;
-    for (int k = 0; k < 2; k++) /* a first contribution (the executor's din_fresh: same-shape Adds) is a copy */
+    for (int k = 0; k < 2; k++) /* in order: Add(x, x)'s second is no longer fresh */
         if (din[k] && (c->din_fresh >> k & 1u)) {
-            if (p->kind != LP_BIN_ADD || din[k]->nbytes != dout[0]->nbytes)
-                return lp_fail(LP_ERR_INTERNAL, "%s cannot write a first gradient", n->op_type);
-            LP_TRY(c->be->copy(din[k]->data, dout[0]->data, dout[0]->nbytes));
-            if (k == 0) da = NULL;
-            else db = NULL;
+            if (p->kind == LP_BIN_ADD && din[k]->nbytes == dout[0]->nbytes) { /* a first contribution: a copy */
+                if (din[k]->data != dout[0]->data) /* else a lean plan gave din dout's buffer: done */
+                    LP_TRY(c->be->copy(din[k]->data, dout[0]->data, dout[0]->nbytes));
+                if (k == 0) da = NULL;
+                else db = NULL;
+            } else { /* reduced over broadcast axes, or another kind's: added to zeros */
+                LP_TRY(c->be->zero(din[k]->data, din[k]->nbytes));
+            }
         }
     if (!da && !db) return LP_OK;
     return c->be->binary_bwd(p->kind, &bc, in[0]->data, in[1]->data, out[0]->data, dout[0]->data, da, db);
 }
 
 #define BINARY_OP(NAME) \
-    const lp_op _lp_op_##NAME = {#NAME, binary_check, binary_infer, binary_forward, binary_backward, NULL, 0};
+    const lp_op _lp_op_##NAME = {#NAME, binary_check, binary_infer, binary_forward, binary_backward, NULL, 0, 3};
 BINARY_OP(Add)
 BINARY_OP(Sub)
 BINARY_OP(Mul)

@@ -113,7 +113,7 @@ static int64_t gemm_macs(const lp_node *n, const lp_shape *in, const lp_shape *o
     return M * N * K;
 }
 
-const lp_op _lp_op_Gemm = {"Gemm", gemm_check, gemm_infer, gemm_forward, gemm_backward, gemm_macs, 0};
+const lp_op _lp_op_Gemm = {"Gemm", gemm_check, gemm_infer, gemm_forward, gemm_backward, gemm_macs, 0, 0};
 
 /* ---- MatMul ------------------------------------------------------------------------ */
 
@@ -230,4 +230,4 @@ static int64_t matmul_macs(const lp_node *n, const lp_shape *in, const lp_shape 
     return pl.nbatch * pl.M * pl.N * pl.K;
 }
 
-const lp_op _lp_op_MatMul = {"MatMul", matmul_check, matmul_infer, matmul_forward, matmul_backward, matmul_macs, 0};
+const lp_op _lp_op_MatMul = {"MatMul", matmul_check, matmul_infer, matmul_forward, matmul_backward, matmul_macs, 0, 0};

@@ -98,10 +98,10 @@ static lp_status logic_forward(lp_ctx *c, const lp_node *n, lp_tensor *const *in
     return LP_OK;
 }
 
-const lp_op _lp_op_Equal = {"Equal", logic_check, logic_infer, logic_forward, NULL, NULL, 0};
-const lp_op _lp_op_Where = {"Where", logic_check, logic_infer, logic_forward, NULL, NULL, 0};
-const lp_op _lp_op_Mod = {"Mod", logic_check, logic_infer, logic_forward, NULL, NULL, 0};
-const lp_op _lp_op_Not = {"Not", logic_check, logic_infer, logic_forward, NULL, NULL, 0};
+const lp_op _lp_op_Equal = {"Equal", logic_check, logic_infer, logic_forward, NULL, NULL, 0, 0};
+const lp_op _lp_op_Where = {"Where", logic_check, logic_infer, logic_forward, NULL, NULL, 0, 0};
+const lp_op _lp_op_Mod = {"Mod", logic_check, logic_infer, logic_forward, NULL, NULL, 0, 0};
+const lp_op _lp_op_Not = {"Not", logic_check, logic_infer, logic_forward, NULL, NULL, 0, 0};
 
 /* ---- Range ------------------------------------------------------------------------- */
 
@@ -131,7 +131,7 @@ static lp_status range_forward(lp_ctx *c, const lp_node *n, lp_tensor *const *in
     return LP_OK;
 }
 
-const lp_op _lp_op_Range = {"Range", range_check, range_infer, range_forward, NULL, NULL, 0};
+const lp_op _lp_op_Range = {"Range", range_check, range_infer, range_forward, NULL, NULL, 0, 0};
 
 /* ---- ScatterND (Swin's attention-mask construction, folded) --------------------------- */
 
@@ -181,4 +181,4 @@ static lp_status scatternd_forward(lp_ctx *c, const lp_node *n, lp_tensor *const
     return LP_OK;
 }
 
-const lp_op _lp_op_ScatterND = {"ScatterND", scatternd_check, scatternd_infer, scatternd_forward, NULL, NULL, 0};
+const lp_op _lp_op_ScatterND = {"ScatterND", scatternd_check, scatternd_infer, scatternd_forward, NULL, NULL, 0, 0};

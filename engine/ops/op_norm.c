@@ -239,7 +239,7 @@ out:
     return s;
 }
 
-const lp_op _lp_op_BatchNormalization = {"BatchNormalization", bn_check, bn_infer, bn_forward, bn_backward, NULL, 0};
+const lp_op _lp_op_BatchNormalization = {"BatchNormalization", bn_check, bn_infer, bn_forward, bn_backward, NULL, 0, 0};
 
 /* ---- LRN --------------------------------------------------------------------------- */
 
@@ -286,7 +286,7 @@ static lp_status lrn_backward(lp_ctx *c, const lp_node *n, lp_tensor *const *in,
                           p->bias, x->data, out[0]->data, dout[0]->data, din[0]->data);
 }
 
-const lp_op _lp_op_LRN = {"LRN", lrn_check, lrn_infer, lrn_forward, lrn_backward, NULL, 0};
+const lp_op _lp_op_LRN = {"LRN", lrn_check, lrn_infer, lrn_forward, lrn_backward, NULL, 0, 0};
 
 /* ---- LayerNormalization (opset 17) ------------------------------------------------- */
 /* Normalises over the dims from `axis` on, composed from backend elementwise and
@@ -420,4 +420,4 @@ done:
     return s;
 }
 
-const lp_op _lp_op_LayerNormalization = {"LayerNormalization", ln_check, ln_infer, ln_forward, ln_backward, NULL, 0};
+const lp_op _lp_op_LayerNormalization = {"LayerNormalization", ln_check, ln_infer, ln_forward, ln_backward, NULL, 0, 0};

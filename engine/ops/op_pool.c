@@ -115,11 +115,12 @@ static lp_status pool_backward(lp_ctx *c, const lp_node *n, lp_tensor *const *in
                                       !(c->din_fresh & 1));
     if (c->pack_out)
         return lp_fail(LP_ERR_INTERNAL, "%s cannot take a packed gradient to an unpacked one", n->op_type);
-    return c->be->pool_bwd(&d, in[0]->data, out[0]->data, dout[0]->data, din[0]->data);
+    return c->be->pool_bwd(&d, in[0]->data, out[0]->data, dout[0]->data, din[0]->data, !(c->din_fresh & 1));
 }
 
-const lp_op _lp_op_MaxPool = {"MaxPool", maxpool_check, pool_infer, pool_forward, pool_backward, NULL, 0};
-const lp_op _lp_op_AveragePool = {"AveragePool", avgpool_check, pool_infer, pool_forward, pool_backward, NULL, 0};
-const lp_op _lp_op_GlobalMaxPool = {"GlobalMaxPool", gmaxpool_check, pool_infer, pool_forward, pool_backward, NULL, 0};
+const lp_op _lp_op_MaxPool = {"MaxPool", maxpool_check, pool_infer, pool_forward, pool_backward, NULL, 0, 1};
+const lp_op _lp_op_AveragePool = {"AveragePool", avgpool_check, pool_infer, pool_forward, pool_backward, NULL, 0, 1};
+const lp_op _lp_op_GlobalMaxPool = {"GlobalMaxPool", gmaxpool_check, pool_infer, pool_forward, pool_backward,
+                                    NULL, 0, 1};
 const lp_op _lp_op_GlobalAveragePool = {"GlobalAveragePool", gavgpool_check, pool_infer, pool_forward,
-                                        pool_backward, NULL, 0};
+                                        pool_backward, NULL, 0, 1};

@@ -93,8 +93,8 @@ static lp_status reduce_backward(lp_ctx *c, const lp_node *n, lp_tensor *const *
     return c->be->broadcast(&bc, dout[0]->data, din[0]->data, p->mean ? 1.0f / (float)count : 1.0f, 1);
 }
 
-const lp_op _lp_op_ReduceMean = {"ReduceMean", reduce_check, reduce_infer, reduce_forward, reduce_backward, NULL, 0};
-const lp_op _lp_op_ReduceSum = {"ReduceSum", reduce_check, reduce_infer, reduce_forward, reduce_backward, NULL, 0};
+const lp_op _lp_op_ReduceMean = {"ReduceMean", reduce_check, reduce_infer, reduce_forward, reduce_backward, NULL, 0, 0};
+const lp_op _lp_op_ReduceSum = {"ReduceSum", reduce_check, reduce_infer, reduce_forward, reduce_backward, NULL, 0, 0};
 
 /* ---- Expand: the broadcast that is ReduceSum's adjoint --------------------------------- */
 
@@ -157,4 +157,4 @@ static lp_status expand_backward(lp_ctx *c, const lp_node *n, lp_tensor *const *
     return c->be->reduce_sum(&bc, dout[0]->data, din[0]->data, 1.0f, 1);
 }
 
-const lp_op _lp_op_Expand = {"Expand", expand_check, expand_infer, expand_forward, expand_backward, NULL, 0};
+const lp_op _lp_op_Expand = {"Expand", expand_check, expand_infer, expand_forward, expand_backward, NULL, 0, 0};

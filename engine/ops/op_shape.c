@@ -50,7 +50,7 @@ static lp_status shape_forward(lp_ctx *c, const lp_node *n, lp_tensor *const *in
     return LP_OK;
 }
 
-const lp_op _lp_op_Shape = {"Shape", shape_check, shape_infer, shape_forward, NULL, NULL, 1};
+const lp_op _lp_op_Shape = {"Shape", shape_check, shape_infer, shape_forward, NULL, NULL, 1, 0};
 
 /* ---- Cast -------------------------------------------------------------------------- */
 
@@ -113,7 +113,7 @@ static lp_status same_shape_infer(const lp_node *n, const lp_shape *in, const lp
     return LP_OK;
 }
 
-const lp_op _lp_op_Cast = {"Cast", cast_check, same_shape_infer, cast_forward, cast_backward, NULL, 0};
+const lp_op _lp_op_Cast = {"Cast", cast_check, same_shape_infer, cast_forward, cast_backward, NULL, 0, 0};
 
 /* ---- Constant ---------------------------------------------------------------------- */
 
@@ -187,7 +187,7 @@ static lp_status constant_forward(lp_ctx *c, const lp_node *n, lp_tensor *const 
     return s;
 }
 
-const lp_op _lp_op_Constant = {"Constant", constant_check, constant_infer, constant_forward, NULL, NULL, 0};
+const lp_op _lp_op_Constant = {"Constant", constant_check, constant_infer, constant_forward, NULL, NULL, 0, 0};
 
 /* ---- ConstantOfShape ---------------------------------------------------------------- */
 
@@ -224,7 +224,7 @@ static lp_status cos_forward(lp_ctx *c, const lp_node *n, lp_tensor *const *in, 
     return c->be->fill(cnt, (float)val, out[0]->data);
 }
 
-const lp_op _lp_op_ConstantOfShape = {"ConstantOfShape", cos_check, cos_infer, cos_forward, NULL, NULL, 0};
+const lp_op _lp_op_ConstantOfShape = {"ConstantOfShape", cos_check, cos_infer, cos_forward, NULL, NULL, 0, 0};
 
 /* ---- Transpose --------------------------------------------------------------------- */
 
@@ -299,4 +299,4 @@ static lp_status transpose_backward(lp_ctx *c, const lp_node *n, lp_tensor *cons
 }
 
 const lp_op _lp_op_Transpose = {"Transpose", transpose_check, transpose_infer, transpose_forward,
-                                transpose_backward, NULL, 0};
+                                transpose_backward, NULL, 0, 0};

@@ -131,7 +131,7 @@ static lp_status slice_backward(lp_ctx *c, const lp_node *n, lp_tensor *const *i
     return c->be->slice_bwd(xs.ndim, xs.d, ys.d, start, step, dout[0]->data, din[0]->data);
 }
 
-const lp_op _lp_op_Slice = {"Slice", slice_check, slice_infer, slice_forward, slice_backward, NULL, 0};
+const lp_op _lp_op_Slice = {"Slice", slice_check, slice_infer, slice_forward, slice_backward, NULL, 0, 0};
 
 /* ---- Pad --------------------------------------------------------------------------- */
 
@@ -213,4 +213,4 @@ static lp_status pad_backward(lp_ctx *c, const lp_node *n, lp_tensor *const *in,
     return c->be->pad_bwd(xs.ndim, xs.d, pads, p->mode, dout[0]->data, din[0]->data);
 }
 
-const lp_op _lp_op_Pad = {"Pad", pad_check, pad_infer, pad_forward, pad_backward, NULL, 0};
+const lp_op _lp_op_Pad = {"Pad", pad_check, pad_infer, pad_forward, pad_backward, NULL, 0, 0};

@@ -65,5 +65,6 @@ static lp_status softmax_backward(lp_ctx *c, const lp_node *n, lp_tensor *const 
     return c->be->softmax_bwd(o, l, i, p->log, out[0]->data, dout[0]->data, din[0]->data);
 }
 
-const lp_op _lp_op_Softmax = {"Softmax", softmax_check, softmax_infer, softmax_forward, softmax_backward, NULL, 0};
-const lp_op _lp_op_LogSoftmax = {"LogSoftmax", softmax_check, softmax_infer, softmax_forward, softmax_backward, NULL, 0};
+const lp_op _lp_op_Softmax = {"Softmax", softmax_check, softmax_infer, softmax_forward, softmax_backward, NULL, 0, 0};
+const lp_op _lp_op_LogSoftmax = {"LogSoftmax", softmax_check, softmax_infer, softmax_forward, softmax_backward,
+                                 NULL, 0, 0};

@@ -174,9 +174,9 @@ static lp_status view_backward(lp_ctx *c, const lp_node *n, lp_tensor *const *in
     return _lp_acc(c->be, lp_tensor_numel(in[0]), dout[0]->data, din[0]->data);
 }
 
-const lp_op _lp_op_Reshape = {"Reshape", view_check, reshape_infer, view_forward, view_backward, NULL, 0};
-const lp_op _lp_op_Flatten = {"Flatten", view_check, flatten_infer, view_forward, view_backward, NULL, 0};
-const lp_op _lp_op_Squeeze = {"Squeeze", view_check, squeeze_infer, view_forward, view_backward, NULL, 0};
-const lp_op _lp_op_Unsqueeze = {"Unsqueeze", view_check, unsqueeze_infer, view_forward, view_backward, NULL, 0};
-const lp_op _lp_op_Identity = {"Identity", view_check, ident_infer, view_forward, view_backward, NULL, 0};
-const lp_op _lp_op_Dropout = {"Dropout", view_check, ident_infer, view_forward, view_backward, NULL, 0};
+const lp_op _lp_op_Reshape = {"Reshape", view_check, reshape_infer, view_forward, view_backward, NULL, 0, 0};
+const lp_op _lp_op_Flatten = {"Flatten", view_check, flatten_infer, view_forward, view_backward, NULL, 0, 0};
+const lp_op _lp_op_Squeeze = {"Squeeze", view_check, squeeze_infer, view_forward, view_backward, NULL, 0, 0};
+const lp_op _lp_op_Unsqueeze = {"Unsqueeze", view_check, unsqueeze_infer, view_forward, view_backward, NULL, 0, 0};
+const lp_op _lp_op_Identity = {"Identity", view_check, ident_infer, view_forward, view_backward, NULL, 0, 0};
+const lp_op _lp_op_Dropout = {"Dropout", view_check, ident_infer, view_forward, view_backward, NULL, 0, 0};

@@ -309,9 +309,11 @@ static void run_model(const char *name, lp_model *m, const char *inner, int grap
     }
     lp_run_speed sp;
     lp_run_speed_info(pk, &sp);
-    fprintf(stderr, "  %s (graphs %s): %d values and %d gradients packed, %lld passes replayed\n", name,
-            graphs ? "on" : "off", sp.packed, sp.packed_grads, (long long)sp.graph_replays);
+    fprintf(stderr, "  %s (graphs %s): %d values and %d gradients packed, %d in an Add's gradient buffer, %lld passes "
+            "replayed\n", name, graphs ? "on" : "off", sp.packed, sp.packed_grads, sp.shared_grads,
+            (long long)sp.graph_replays);
     assert_true(sp.packed > 0 && sp.packed_grads > 0);
+    if (!strcmp(name, "A")) assert_int_equal(sp.shared_grads, 4); /* c2, a, mp, s: their Add is their last reader */
     lp_run *runs[] = {cpu, cpul, f32, f32l, pk, un};
     for (size_t k = 0; k < sizeof runs / sizeof *runs; k++) lp_run_free(runs[k]);
 }
@@ -398,32 +400,45 @@ void test_lean_exact_stop(void **state) {
     lp_model_free(m);
 }
 
-/* A rule on a node whose inputs are one value (Add(r1, r1)): its packed gradient gets
- * one fp32 copy, so both contributions land. */
+/* Rules on Adds: on Add(r1, r1) (model B; a node whose inputs are one value: its
+ * packed gradient gets one fp32 copy, so both contributions land), and on Adds whose
+ * input's gradient shares the Add's gradient buffer in a lean plan (model A: the rule
+ * reads a copy of dout and adds into a cleared din). Lean bf16 packed and unpacked
+ * and lean CPU against the keep-all CPU. */
 static lp_status add_rule(lp_ctx *c, const lp_node *n, lp_tensor *const *in, lp_tensor *const *out,
                           lp_tensor *const *dout, lp_tensor *const *din) {
     return lp_op_find("Add")->backward(c, n, in, out, dout, din);
 }
 
-void test_lean_exact_rule_twice(void **state) {
-    (void)state;
-    lp_model *m = model_b("GlobalAveragePool");
+static void rule_case(const char *what, lp_model *m) {
     tu_rng g = {4};
-    lp_run *cpu = run_of(m, LP_DEVICE_CPU, LP_PREC_FP32, 0, 0), *pk = run_of(m, LP_DEVICE_CUDA, LP_PREC_BF16, 1, 0);
-    lp_run *un = run_of(m, LP_DEVICE_CUDA, LP_PREC_BF16, 1, 0);
-    const int64_t xs[4] = {2, 3, 11, 11}, ls[2] = {2, 6};
-    lp_tensor *x = int_tensor(&g, 4, xs, 0.7f), *seed = int_tensor(&g, 2, ls, 0.7f);
+    lp_run *cpu = run_of(m, LP_DEVICE_CPU, LP_PREC_FP32, 0, 0), *cpul = run_of(m, LP_DEVICE_CPU, LP_PREC_FP32, 1, 0);
+    lp_run *pk = run_of(m, LP_DEVICE_CUDA, LP_PREC_BF16, 1, 0), *un = run_of(m, LP_DEVICE_CUDA, LP_PREC_BF16, 1, 0);
+    const lp_shape *is = &m->values[m->inputs[0]].shape;
+    const int64_t xs[4] = {2, is->d[1], is->d[2], is->d[3]};
+    lp_tensor *x = int_tensor(&g, 4, xs, 0.7f);
+    assert_int_equal(lp_run_forward(cpu, x), LP_OK);
+    const lp_shape os = lp_tensor_shape(lp_run_output(cpu));
+    lp_tensor *seed = int_tensor(&g, os.ndim, os.d, 0.7f);
     lp_rules rules;
     assert_int_equal(_lp_rules_new(&rules, NULL), LP_OK);
     _lp_rules_set(&rules, "Add", add_rule);
     rules.plain_reads = 1;
     lp_backward_opts o = {.seed = seed, .rules = &rules};
     lp_tensor *a = grad_of(cpu, x, &o, 0, "x"), *b = grad_of(pk, x, &o, 0, "x"), *u = grad_of(un, x, &o, 1, "x");
-    n_exact = 0;
-    exact("a rule on Add(r1, r1)", b, u, a);
+    lp_tensor *l = grad_of(cpul, x, &o, 0, "x");
+    exact(what, b, u, a);
+    if (rel(l, a) != 0) fail_msg("%s: the lean CPU run differs from keep-all (%.3g)", what, rel(l, a));
     _lp_rules_free(&rules);
-    lp_tensor *all[] = {x, seed, a, b, u};
+    lp_tensor *all[] = {x, seed, a, b, u, l};
     for (size_t k = 0; k < sizeof all / sizeof *all; k++) lp_tensor_free(all[k]);
-    lp_run_free(cpu), lp_run_free(pk), lp_run_free(un);
+    lp_run_free(cpu), lp_run_free(cpul), lp_run_free(pk), lp_run_free(un);
     lp_model_free(m);
+}
+
+void test_lean_exact_rule_twice(void **state) {
+    (void)state;
+    n_exact = 0;
+    rule_case("a rule on Add(r1, r1)", model_b("GlobalAveragePool"));
+    rule_case("a rule on Adds sharing gradient buffers", model_a());
 }

@@ -596,15 +596,17 @@ static void pool_case(const lp_pool_desc *d, int quantized, const char *extra) {
     } else {
         memset(y, 0, sizeof(float) * ny);
     }
-    if (tw_begin(&t, DUT, "pool_bwd", "%s", lab)) {
-        float *gx = tw_dev(&t, x, nx), *gy = tw_dev(&t, y, ny), *gdy = tw_dev(&t, dy, ny);
-        outbuf dx;
-        out_init(&t, &dx, nx, -1, 1);
-        REF_CALL(&t, pool_bwd, d, x, y, dy, dx.want);
-        DUT_CALL(&t, pool_bwd, d, gx, gy, gdy, dx.dev);
-        out_check(&t, &dx, "dx", 1, TWIN_FP32_TOL);
-        tw_end(&t);
-    }
+    for (int ov = 0; ov < 2; ov++) /* accumulating, and overwriting a NaN-filled dx (never read) */
+        if (tw_begin(&t, DUT, "pool_bwd", "%s%s", lab, ov ? " overwrite" : "")) {
+            float *gx = tw_dev(&t, x, nx), *gy = tw_dev(&t, y, ny), *gdy = tw_dev(&t, dy, ny);
+            outbuf dx;
+            if (ov) out_init_value(&t, &dx, nx, NAN);
+            else out_init(&t, &dx, nx, -1, 1);
+            REF_CALL(&t, pool_bwd, d, x, y, dy, dx.want, !ov);
+            DUT_CALL(&t, pool_bwd, d, gx, gy, gdy, dx.dev, !ov);
+            out_check(&t, &dx, "dx", !ov, TWIN_FP32_TOL);
+            tw_end(&t);
+        }
     free(x), free(dy), free(y);
 }
 
@@ -698,15 +700,18 @@ static void unary_case(lp_unary_kind k, const float *p, const char *pdesc, int64
         out_check(&t, &o, "y", 0, TWIN_FP32_TOL);
         tw_end(&t);
     }
-    if (!inplace && tw_begin(&t, DUT, "unary_bwd", "%s%s n=%lld", unary_name(k), pdesc, (long long)n)) {
-        float *gx = tw_dev(&t, x, n), *gy = tw_dev(&t, y, n), *gdy = tw_dev(&t, dy, n);
-        outbuf dx;
-        out_init(&t, &dx, n, -1, 1);
-        REF_CALL(&t, unary_bwd, k, p, x, y, dy, dx.want, n);
-        DUT_CALL(&t, unary_bwd, k, p, gx, gy, gdy, dx.dev, n);
-        out_check(&t, &dx, "dx", 1, TWIN_FP32_TOL);
-        tw_end(&t);
-    }
+    for (int ov = 0; ov < 2 && !inplace; ov++) /* accumulating, and overwriting a NaN-filled dx */
+        if (tw_begin(&t, DUT, "unary_bwd", "%s%s n=%lld%s", unary_name(k), pdesc, (long long)n,
+                     ov ? " overwrite" : "")) {
+            float *gx = tw_dev(&t, x, n), *gy = tw_dev(&t, y, n), *gdy = tw_dev(&t, dy, n);
+            outbuf dx;
+            if (ov) out_init_value(&t, &dx, n, NAN);
+            else out_init(&t, &dx, n, -1, 1);
+            REF_CALL(&t, unary_bwd, k, p, x, y, dy, dx.want, n, !ov);
+            DUT_CALL(&t, unary_bwd, k, p, gx, gy, gdy, dx.dev, n, !ov);
+            out_check(&t, &dx, "dx", !ov, TWIN_FP32_TOL);
+            tw_end(&t);
+        }
     free(x), free(dy), free(y);
 }
 
@@ -1618,8 +1623,7 @@ static void packed_pool_case(const lp_pool_desc *d, const char *what) {
                       packed_dy ? " dy packed" : " dy fp32", ov ? " overwrite" : ""))
             break;
         float *acc = hdup(dxref, nx);
-        if (ov) memset(acc, 0, sizeof(float) * (size_t)nx);
-        REF_CALL(&t, pool_bwd, d, x, yref, dy, acc);
+        REF_CALL(&t, pool_bwd, d, x, yref, dy, acc, !ov);
         pk_pack(d->n, d->c, hw, acc, dwant);
         void *gx = pk_dev(&t, xp, nx), *gdx = pk_dev(&t, dxp, nx);
         void *gdy = packed_dy ? pk_dev(&t, dyp, ny) : (void *)tw_dev(&t, dy, ny);

@@ -366,10 +366,11 @@ int main(int argc, char **argv) {
     lp_run_speed_info(fwd, &fwd_sp);
     printf("%-14s activations + gradients held: keep-all %.1f MiB, lean %.1f MiB (%.2fx less), "
            "forward-only %.1f MiB; %d Relus fused; packed bf16 NHWC: forward-only %d values, lean %d values and "
-           "%d gradients\n",
+           "%d gradients; %d gradients in an Add's gradient buffer\n",
            model, full_sp.held_bytes / 1048576.0, lean_sp.held_bytes / 1048576.0,
            (double)full_sp.held_bytes / (double)(lean_sp.held_bytes ? lean_sp.held_bytes : 1),
-           fwd_sp.held_bytes / 1048576.0, lean_sp.fused, fwd_sp.packed, lean_sp.packed, lean_sp.packed_grads);
+           fwd_sp.held_bytes / 1048576.0, lean_sp.fused, fwd_sp.packed, lean_sp.packed, lean_sp.packed_grads,
+           lean_sp.shared_grads);
     st.checks++;
     if (lean_sp.held_bytes >= full_sp.held_bytes) {
         printf("%-14s the lean run holds no less than the keep-all run FAIL\n", model);
