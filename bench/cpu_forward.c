@@ -1,7 +1,8 @@
 /* cpu_forward.c — CPU benchmark: Loupe's forward and input-gradient throughput on
  * resnet18 / resnet50 against PyTorch on the same machine (bench/peer_cpu_forward.py,
- * run in the same process tree). Validates first: one forward on the oracle fixture's
- * input must match PyTorch's logits (rel L2 <= 1e-4), or the program exits 1.
+ * run in the same process tree), on the runs the CLI uses (forward-only for predict,
+ * lean for saliency) and on a keep-all run. Validates first: one forward on the oracle
+ * fixture's input must match PyTorch's logits (rel L2 <= 1e-4), or the program exits 1.
  *
  * usage: cpu_forward [--fixtures DIR] [--models resnet18,resnet50] [--batch 8] [--iters 5]
  *                    [--python /usr/bin/python3] [--no-peer]
@@ -29,6 +30,7 @@ typedef struct bench_row {
     char name[64];
     int pass, validated;
     double rel, fwd_ips, grad_ips, peer_fwd, peer_grad;
+    double all_fwd_ips, all_grad_ips; /* the same passes on a keep-all run */
 } bench_row;
 
 
@@ -70,7 +72,7 @@ static int fixture_path(char *path, size_t len, const bench_opts *o, const char 
 static int bench_model(const bench_opts *o, bench_row *row) {
     char path[4096];
     lp_model *m = NULL;
-    lp_run *r = NULL;
+    lp_run *r = NULL, *rf = NULL, *rl = NULL;
     lp_tensor *x = NULL, *ref = NULL, *xb = NULL;
     int rc = -1;
     if (fixture_path(path, sizeof path, o, row->name, "model.onnx")) return -1;
@@ -107,12 +109,26 @@ static int bench_model(const bench_opts *o, bench_row *row) {
     for (int i = 0; i < o->batch; i++)
         memcpy((float *)xb->data + i * per, (float *)x->data + (i % x->shape[0]) * per,
                (size_t)per * sizeof(float));
-    double tf, tg;
-    if (time_runs(r, xb, 0, o->iters, &tf) || time_runs(r, xb, 1, o->iters, &tg)) goto done;
+    /* As the CLI runs them: forward-only (predict, perturbation methods) and lean
+     * (saliency and the other input-gradient methods); then both on the keep-all run
+     * (every activation kept, as for LRP), to show what the modes give. */
+    double tf, tg, af, ag;
+    if (lp_run_new(m, LP_DEVICE_CPU, &rf) != LP_OK || lp_run_set_forward_only(rf, 1) != LP_OK ||
+        lp_run_new(m, LP_DEVICE_CPU, &rl) != LP_OK || lp_run_set_lean(rl, 1) != LP_OK) {
+        fail("run");
+        goto done;
+    }
+    if (time_runs(rf, xb, 0, o->iters, &tf) || time_runs(rl, xb, 1, o->iters, &tg) ||
+        time_runs(r, xb, 0, o->iters, &af) || time_runs(r, xb, 1, o->iters, &ag))
+        goto done;
     row->fwd_ips = o->batch / tf;
     row->grad_ips = o->batch / tg;
+    row->all_fwd_ips = o->batch / af;
+    row->all_grad_ips = o->batch / ag;
     rc = 0;
 done:
+    lp_run_free(rf);
+    lp_run_free(rl);
     lp_tensor_free(xb);
     lp_tensor_free(ref);
     lp_tensor_free(x);
@@ -201,14 +217,16 @@ int main(int argc, char **argv) {
            omp_get_max_threads(), o.batch, o.iters);
     printf("peer: PyTorch (bench/peer_cpu_forward.py, torch.no_grad forward; autograd.grad "
            "w.r.t. the input)\n");
-    printf("%-10s %-8s | %-4s | %12s | %14s | %6s\n", "model", "quantity", "pass", "loupe img/s",
+    printf("loupe: forward-only and lean runs (as predict and saliency run), then a keep-all run\n");
+    printf("%-10s %-18s | %-4s | %12s | %14s | %6s\n", "model", "quantity", "pass", "loupe img/s",
            "pytorch img/s", "ratio");
     for (int i = 0; i < nrows; i++) {
         const bench_row *b = &rows[i];
-        const char *q[2] = {"forward", "in-grad"};
-        double l[2] = {b->fwd_ips, b->grad_ips}, p[2] = {b->peer_fwd, b->peer_grad};
-        for (int k = 0; k < 2; k++)
-            printf("%-10s %-8s | %-4s | %12.2f | %14.2f | %6.2f\n", b->name, q[k],
+        const char *q[4] = {"forward", "in-grad", "forward (keep-all)", "in-grad (keep-all)"};
+        double l[4] = {b->fwd_ips, b->grad_ips, b->all_fwd_ips, b->all_grad_ips};
+        double p[4] = {b->peer_fwd, b->peer_grad, b->peer_fwd, b->peer_grad};
+        for (int k = 0; k < 4; k++)
+            printf("%-10s %-18s | %-4s | %12.2f | %14.2f | %6.2f\n", b->name, q[k],
                    b->pass ? "yes" : "NO", l[k], p[k], p[k] > 0 ? l[k] / p[k] : 0.0);
         if (b->validated)
             printf("%-10s validation: logits rel L2 %.2e (bound 1e-4)\n", b->name, b->rel);
