@@ -160,9 +160,9 @@ typedef struct lp_run_speed {
     int fused;
     int packed;
     int packed_grads; /* lean runs in bf16: gradients stored packed alike */
-    int shared_grads; /* lean runs: Add inputs' gradients kept in the Add's gradient buffer (no copy) */
     int64_t graph_replays;
     int64_t held_bytes; /* device bytes the run holds for activations and gradients (arena included) */
+    int shared_grads;   /* lean runs: Add inputs' gradients kept in the Add's gradient buffer (no copy) */
 } lp_run_speed;
 void lp_run_speed_info(const lp_run *r, lp_run_speed *out);
 /* Keep the named value (or every value with "*") after forward, for reading. */
