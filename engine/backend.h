@@ -130,6 +130,9 @@ typedef struct lp_backend {
     /* y = a (op) b with broadcasting. bwd accumulates into da / db (either may be NULL),
      * reducing over broadcast dimensions. */
     lp_status (*binary_fwd)(lp_binary_kind k, const lp_bcast *bc, const float *a, const float *b, float *y);
+    /* y = max(0, a + b) on n values: a same-shape Add and the Relu that is its only
+     * reader in one pass (bit for bit binary_fwd then unary_fwd). */
+    lp_status (*add_relu)(int64_t n, const float *a, const float *b, float *y);
     lp_status (*binary_bwd)(lp_binary_kind k, const lp_bcast *bc, const float *a, const float *b,
                             const float *y, const float *dy, float *da, float *db);
     /* y[reduced index] (+)= scale * sum of x over dimensions where bc->sb is 0 and

@@ -473,23 +473,40 @@ static void plan_packing(lp_run *r, const char *keep, const char *bread) { /* br
     for (int v = 0; r->lean && v < m->n_values; v++) gpk[v] = pk[v];
     for (int j = 0; r->lean && j < m->n_nodes; j++)
         if (fused_away(r, j)) gpk[m->nodes[j].in[0]] = pk[m->nodes[j].out[0]];
-    /* A packed Add whose only reader is a packed Relu computes the Relu too (a
-     * ResNet's residual sum is never stored), as a Conv does its Relu. */
+    for (int v = 0; r->lean && v < m->n_values; v++)
+        if (pk[v] && bread[v]) pk[v] = 2; /* read again by the backward */
+}
+
+/* A same-shape Add whose only reader is a Relu computes the Relu too (a ResNet's
+ * residual sum is never stored), as a Conv does its Relu: packed (packed_add) or in
+ * fp32 (add_relu), the Add's inputs, output and the Relu's output all alike. After
+ * plan_packing; LOUPE_FUSE=0 turns it off with the Conv fusions. */
+static void fuse_adds(lp_run *r, const char *keep) {
+    const lp_model *m = r->m;
+    char *pk = r->packed; /* plan_packing unfused the last plan's Adds */
+    const char *off = getenv("LOUPE_FUSE");
+    if (!planned(r) || !r->fuse || r->capture_all || (off && !strcmp(off, "0"))) return;
     int *readers = lp_calloc((size_t)m->n_values + 1, sizeof *readers);
-    for (int i = 0; readers && i < m->n_nodes; i++)
+    if (!readers) return; /* out of memory: no such fusion, still right */
+    for (int i = 0; i < m->n_nodes; i++)
         for (int k = 0; k < m->nodes[i].n_in; k++)
             if (m->nodes[i].in[k] >= 0) readers[m->nodes[i].in[k]]++;
-    for (int j = 0; readers && j < m->n_nodes; j++) { /* out of memory: no such fusion, still right */
+    for (int j = 0; j < m->n_nodes; j++) {
         const lp_node *n = &m->nodes[j];
-        if (strcmp(n->op->type, "Relu") || fused_away(r, j) || !pk[n->in[0]] || !pk[n->out[0]]) continue;
-        const int v = n->in[0], i = m->values[v].producer;
-        if (i < 0 || strcmp(m->nodes[i].op->type, "Add") || readers[v] != 1) continue;
+        if (strcmp(n->op->type, "Relu") || n->n_in != 1 || n->in[0] < 0 || fused_away(r, j)) continue;
+        const int v = n->in[0], y = n->out[0], i = m->values[v].producer;
+        if (i < 0 || readers[v] != 1 || keep[v] || strcmp(m->nodes[i].op->type, "Add")) continue;
+        const lp_node *a = &m->nodes[i];
+        if (a->n_in != 2 || a->in[0] < 0 || a->in[1] < 0 || m->values[v].dtype != LP_F32 ||
+            !lp_shape_eq(&r->shapes[a->in[0]], &r->shapes[v]) || !lp_shape_eq(&r->shapes[a->in[1]], &r->shapes[v]))
+            continue;
+        const int packed = pk[v] && pk[y] && pk[a->in[0]] && pk[a->in[1]];
+        const int plain = !pk[v] && !pk[y] && !pk[a->in[0]] && !pk[a->in[1]] && r->be->add_relu;
+        if (!packed && !plain) continue;
         r->fuse[i] = j, r->fused[j] = 1;
         pk[v] = 0; /* never stored */
     }
     free(readers);
-    for (int v = 0; r->lean && v < m->n_values; v++)
-        if (pk[v] && bread[v]) pk[v] = 2; /* read again by the backward */
 }
 
 /* The memory plan for this pass's shapes (see lp_run.arena). Steps 0..T-1 are the
@@ -519,6 +536,7 @@ static lp_status ensure_plan(lp_run *r) {
     if (req) grad_required(m, 0, r->lean_root, req);
     plan_keep(r, req, keep, bread);
     plan_packing(r, keep, bread);
+    fuse_adds(r, keep);
     for (int v = 0; v < nv; v++) first[v] = last[v] = gfirst[v] = gitem[v] = -1; /* gitem: a gradient's item */
     for (int i = 0; i < T; i++) {
         const lp_node *n = &m->nodes[i];

@@ -98,6 +98,10 @@ __global__ void binary_same_kernel(int k, const float *a, const float *b, float 
     GRID_LOOP(i, n) y[i] = binary_f(k, a[i], b[i]);
 }
 
+__global__ void add_relu_kernel(const float *a, const float *b, float *y, int64_t n) {
+    GRID_LOOP(i, n) y[i] = unary_f(LP_UN_RELU, 0.f, 0.f, binary_f(LP_BIN_ADD, a[i], b[i]));
+}
+
 __global__ void binary_fwd_kernel(int k, lp_bcast bc, int64_t n, const float *a, const float *b, float *y) {
     GRID_LOOP(i, n) {
         int64_t oa, ob;
@@ -255,6 +259,12 @@ int lp_k_binary_fwd(lp_stream s, int kind, const lp_bcast *bc, const float *a, c
         binary_same_kernel<<<grid_for(n), LP_THREADS, 0, (cudaStream_t)s>>>(kind, a, b, y, n);
     else
         binary_fwd_kernel<<<grid_for(n), LP_THREADS, 0, (cudaStream_t)s>>>(kind, *bc, n, a, b, y);
+    LAUNCH_END;
+}
+
+int lp_k_add_relu(lp_stream s, const float *a, const float *b, float *y, int64_t n) {
+    if (n <= 0) return 0;
+    add_relu_kernel<<<grid_for(n), LP_THREADS, 0, (cudaStream_t)s>>>(a, b, y, n);
     LAUNCH_END;
 }
 

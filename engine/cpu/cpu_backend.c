@@ -140,6 +140,7 @@ static const lp_backend cpu_backend = {
     .unary_fwd = _lp_cpu_unary_fwd,
     .unary_bwd = _lp_cpu_unary_bwd,
     .binary_fwd = _lp_cpu_binary_fwd,
+    .add_relu = _lp_cpu_add_relu,
     .binary_bwd = _lp_cpu_binary_bwd,
     .reduce_sum = _lp_cpu_reduce_sum,
     .broadcast = _lp_cpu_broadcast,

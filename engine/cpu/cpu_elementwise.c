@@ -267,6 +267,15 @@ static void bin_row_fwd(lp_binary_kind k, int64_t n, const float *a, int64_t sa,
 #undef LP_BIN_LOOP
 }
 
+lp_status _lp_cpu_add_relu(int64_t n, const float *a, const float *b, float *y) {
+#pragma omp parallel for simd if (n > LP_CPU_PAR_MIN) schedule(static)
+    for (int64_t i = 0; i < n; i++) {
+        const float s = a[i] + b[i];
+        y[i] = s > 0.f ? s : 0.f; /* as unary_fwd's Relu */
+    }
+    return LP_OK;
+}
+
 lp_status _lp_cpu_binary_fwd(lp_binary_kind k, const lp_bcast *bc, const float *a, const float *b, float *y) {
     if ((int)k < 0 || k >= LP_BIN_COUNT) return lp_fail(LP_ERR_UNSUPPORTED, "cpu binary_fwd: unknown kind %d", (int)k);
     bc_iter it;

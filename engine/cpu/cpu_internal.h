@@ -19,6 +19,7 @@ lp_status _lp_cpu_pool_bwd(const lp_pool_desc *d, const float *x, const float *y
 lp_status _lp_cpu_unary_fwd(lp_unary_kind k, const float *p, const float *x, float *y, int64_t n);
 lp_status _lp_cpu_unary_bwd(lp_unary_kind k, const float *p, const float *x, const float *y, const float *dy,
                             float *dx, int64_t n, int accumulate);
+lp_status _lp_cpu_add_relu(int64_t n, const float *a, const float *b, float *y);
 lp_status _lp_cpu_binary_fwd(lp_binary_kind k, const lp_bcast *bc, const float *a, const float *b, float *y);
 lp_status _lp_cpu_binary_bwd(lp_binary_kind k, const lp_bcast *bc, const float *a, const float *b, const float *y,
                              const float *dy, float *da, float *db);

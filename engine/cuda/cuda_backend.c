@@ -107,6 +107,11 @@ static lp_status g_binary_fwd(lp_binary_kind k, const lp_bcast *bc, const float 
     return LP_OK;
 }
 
+static lp_status g_add_relu(int64_t n, const float *a, const float *b, float *y) {
+    LP_KERNEL(lp_k_add_relu(STREAM, a, b, y, n));
+    return LP_OK;
+}
+
 /* Does the operand with strides s repeat over some output dimension? */
 static int broadcast_on(const lp_bcast *bc, const int64_t *s) {
     for (int d = 0; d < bc->ndim; d++)
@@ -297,7 +302,7 @@ static lp_status g_pool_fwd_packed(const lp_pool_desc *d, const void *x, void *y
         .download = g_download, .copy = g_copy, .zero = g_zero, .sync = g_sync, .conv_fwd = conv_fwd_##tag,           \
         .conv_bwd_data = conv_bwd_data_##tag, .conv_bwd_filter = conv_bwd_filter_##tag, .gemm = gemm_##tag,           \
         .pool_fwd = g_pool_fwd, .pool_bwd = g_pool_bwd, .unary_fwd = g_unary_fwd, .unary_bwd = g_unary_bwd,           \
-        .binary_fwd = g_binary_fwd, .binary_bwd = g_binary_bwd, .reduce_sum = g_reduce_sum,                           \
+        .binary_fwd = g_binary_fwd, .add_relu = g_add_relu, .binary_bwd = g_binary_bwd, .reduce_sum = g_reduce_sum,   \
         .broadcast = g_broadcast, .softmax_fwd = g_softmax_fwd, .softmax_bwd = g_softmax_bwd,                         \
         .transpose = g_transpose, .copy2d = g_copy2d, .slice_fwd = g_slice_fwd, .slice_bwd = g_slice_bwd,             \
         .pad_fwd = g_pad_fwd, .pad_bwd = g_pad_bwd, .lrn_fwd = g_lrn_fwd, .lrn_bwd = g_lrn_bwd,                       \

@@ -20,6 +20,7 @@ int lp_k_unary_fwd(lp_stream s, int kind, float p0, float p1, const float *x, fl
 int lp_k_unary_bwd(lp_stream s, int kind, float p0, float p1, const float *x, const float *y, const float *dy,
                    float *dx, int64_t n, int accumulate);
 int lp_k_binary_fwd(lp_stream s, int kind, const lp_bcast *bc, const float *a, const float *b, float *y);
+int lp_k_add_relu(lp_stream s, const float *a, const float *b, float *y, int64_t n);
 /* One operand's gradient over the full output shape: g[i] = d(a op b)/d(which)[i] * dy[i]
  * (which: 0 = a, 1 = b). Accumulated into g at the operand's strides when `direct`
  * (no broadcast on that operand), else written densely (output-sized scratch). */

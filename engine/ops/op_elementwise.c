@@ -191,12 +191,14 @@ static lp_status binary_forward(lp_ctx *c, const lp_node *n, lp_tensor *const *i
             return lp_fail(LP_ERR_UNSUPPORTED, "mixed int64 and float operands are not supported");
         return binary_i64(p->kind, &bc, in[0]->data, in[1]->data, out[0]->data);
     }
-    if (c->pack_in || c->pack_out || c->fuse_relu) { /* the executor packs only same-shape Adds, whole */
-        if (p->kind != LP_BIN_ADD || c->pack_in != 3 || c->pack_out != 1 ||
-            lp_tensor_numel(in[0]) != lp_tensor_numel(out[0]) || lp_tensor_numel(in[1]) != lp_tensor_numel(out[0]))
-            return lp_fail(LP_ERR_INTERNAL, "%s cannot mix packed and unpacked values, nor fuse a Relu unpacked",
-                           n->op_type);
-        return c->be->packed_add(lp_tensor_numel(out[0]), in[0]->data, in[1]->data, out[0]->data, c->fuse_relu);
+    if (c->pack_in || c->pack_out || c->fuse_relu) { /* the executor packs and fuses only same-shape Adds */
+        const int64_t cnt = lp_tensor_numel(out[0]);
+        const int packed = c->pack_in == 3 && c->pack_out == 1, plain = !c->pack_in && !c->pack_out;
+        if (p->kind != LP_BIN_ADD || !(packed || plain) || (plain && !c->be->add_relu) ||
+            lp_tensor_numel(in[0]) != cnt || lp_tensor_numel(in[1]) != cnt)
+            return lp_fail(LP_ERR_INTERNAL, "%s cannot mix packed and unpacked values, nor fuse a Relu here", n->op_type);
+        if (plain) return c->be->add_relu(cnt, in[0]->data, in[1]->data, out[0]->data); /* + its Relu */
+        return c->be->packed_add(cnt, in[0]->data, in[1]->data, out[0]->data, c->fuse_relu);
     }
     if (pow_scalar(p, in)) {
         float e[2] = {0, 0};

@@ -888,6 +888,23 @@ static void t_binary(void **state) {
         binary_case((lp_binary_kind)irand(LP_BIN_COUNT), nd - dropa, a + dropa, nd - dropb, b + dropb, irand(3),
                     " (random)");
     }
+    /* add_relu (an Add and its Relu fused): bit for bit the CPU's add then relu */
+    const int64_t ns[] = {1, 31, 4097, 70001};
+    for (size_t i = 0; i < sizeof ns / sizeof *ns && !g_broken; i++) {
+        tw t;
+        if (!tw_begin(&t, DUT, "add_relu", "n=%lld", (long long)ns[i])) continue;
+        const int64_t n = ns[i];
+        float *x = hrand(n, -1, 1), *z = hrand(n, -1, 1);
+        if (n > 2) x[1] = -z[1]; /* a sum of exactly 0 */
+        float *gx = tw_dev(&t, x, n), *gz = tw_dev(&t, z, n);
+        outbuf y;
+        out_init(&t, &y, n, -1, 1);
+        REF_CALL(&t, add_relu, n, x, z, y.want);
+        DUT_CALL(&t, add_relu, n, gx, gz, y.dev);
+        out_check(&t, &y, "y", 0, 0.0);
+        tw_end(&t);
+        free(x), free(z);
+    }
     group_end("binary");
 }
 
