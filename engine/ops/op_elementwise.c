@@ -196,7 +196,8 @@ static lp_status binary_forward(lp_ctx *c, const lp_node *n, lp_tensor *const *i
         const int packed = c->pack_in == 3 && c->pack_out == 1, plain = !c->pack_in && !c->pack_out;
         if (p->kind != LP_BIN_ADD || !(packed || plain) || (plain && !c->be->add_relu) ||
             lp_tensor_numel(in[0]) != cnt || lp_tensor_numel(in[1]) != cnt)
-            return lp_fail(LP_ERR_INTERNAL, "%s cannot mix packed and unpacked values, nor fuse a Relu here", n->op_type);
+            return lp_fail(LP_ERR_INTERNAL, "%s cannot mix packed and unpacked values, nor fuse a Relu here",
+                           n->op_type);
         if (plain) return c->be->add_relu(cnt, in[0]->data, in[1]->data, out[0]->data); /* + its Relu */
         return c->be->packed_add(cnt, in[0]->data, in[1]->data, out[0]->data, c->fuse_relu);
     }
@@ -206,6 +207,12 @@ static lp_status binary_forward(lp_ctx *c, const lp_node *n, lp_tensor *const *i
         return c->be->unary_fwd(LP_UN_POW, e, in[0]->data, out[0]->data, lp_tensor_numel(in[0]));
     }
     return c->be->binary_fwd(p->kind, &bc, in[0]->data, in[1]->data, out[0]->data);
+}
+
+/* A same-shape Add's first contribution to an input gradient: dout itself, copied
+ * (bytes), or nothing to do where a lean plan gave din dout's buffer. */
+static lp_status add_first(lp_ctx *c, const lp_tensor *din, const lp_tensor *dout, size_t bytes) {
+    return din->data == dout->data ? LP_OK : c->be->copy(din->data, dout->data, bytes);
 }
 
 static lp_status binary_backward(lp_ctx *c, const lp_node *n, lp_tensor *const *in, lp_tensor *const *out,
@@ -218,12 +225,8 @@ static lp_status binary_backward(lp_ctx *c, const lp_node *n, lp_tensor *const *
             lp_tensor_numel(in[1]) != cnt)
             return lp_fail(LP_ERR_INTERNAL, "%s cannot mix packed and unpacked gradients", n->op_type);
         for (int k = 0; k < 2; k++) /* in order: Add(x, x)'s second is no longer fresh */
-            if (din[k] && (c->din_fresh >> k & 1u)) { /* a first contribution: a copy (bf16: 2 bytes a value) */
-                if (din[k]->data != dout[0]->data) /* else a lean plan gave din dout's buffer: done */
-                    LP_TRY(c->be->copy(din[k]->data, dout[0]->data, (size_t)cnt * sizeof(uint16_t)));
-            } else if (din[k]) {
-                LP_TRY(c->be->packed_add(cnt, din[k]->data, dout[0]->data, din[k]->data, 0));
-            }
+            if (din[k] && (c->din_fresh >> k & 1u)) LP_TRY(add_first(c, din[k], dout[0], (size_t)cnt * 2)); /* bf16 */
+            else if (din[k]) LP_TRY(c->be->packed_add(cnt, din[k]->data, dout[0]->data, din[k]->data, 0));
         return LP_OK;
     }
     if (pow_scalar(p, in) && !din[1]) {
@@ -237,9 +240,8 @@ static lp_status binary_backward(lp_ctx *c, const lp_node *n, lp_tensor *const *
     float *da = din[0] ? din[0]->data : NULL, *db = din[1] ? din[1]->data : NULL;
     for (int k = 0; k < 2; k++) /* in order: Add(x, x)'s second is no longer fresh */
         if (din[k] && (c->din_fresh >> k & 1u)) {
-            if (p->kind == LP_BIN_ADD && din[k]->nbytes == dout[0]->nbytes) { /* a first contribution: a copy */
-                if (din[k]->data != dout[0]->data) /* else a lean plan gave din dout's buffer: done */
-                    LP_TRY(c->be->copy(din[k]->data, dout[0]->data, dout[0]->nbytes));
+            if (p->kind == LP_BIN_ADD && din[k]->nbytes == dout[0]->nbytes) {
+                LP_TRY(add_first(c, din[k], dout[0], dout[0]->nbytes));
                 if (k == 0) da = NULL;
                 else db = NULL;
             } else { /* reduced over broadcast axes, or another kind's: added to zeros */
