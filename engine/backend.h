@@ -63,6 +63,10 @@ typedef enum lp_unary_kind {
     LP_UN_ABS,
     LP_UN_POW,          /* x ^ p[0] (Pow with a scalar constant exponent) */
     LP_UN_SCALE,        /* p[0] * x + p[1] */
+    /* ReLU forward, with a backward rule in place of its derivative (backward reads y,
+     * dy): guided backprop's dy where y > 0 and dy > 0; deconvnet's max(0, dy). */
+    LP_UN_RELU_GUIDED,
+    LP_UN_RELU_DECONV,
     LP_UN_COUNT
 } lp_unary_kind;
 
@@ -86,9 +90,11 @@ typedef struct lp_backend {
     lp_status (*unpack)(int n, int c, int64_t hw, const void *x, float *y, int relu);
     /* The reverse: y (packed) = x (NCHW fp32, n x c x hw). */
     lp_status (*pack)(int n, int c, int64_t hw, const float *x, void *y);
-    /* Relu's backward on n packed values: dx (+)= (y > 0 ? dy : 0); accumulate: add
-     * to dx, else overwrite. */
-    lp_status (*packed_relu_bwd)(int64_t n, const void *y, const void *dy, void *dx, int accumulate);
+    /* Relu's backward on n packed values, k one of LP_UN_RELU (dx (+)= y > 0 ? dy : 0),
+     * LP_UN_RELU_GUIDED or LP_UN_RELU_DECONV (which reads no y); accumulate: add to dx,
+     * else overwrite. */
+    lp_status (*packed_relu_bwd)(lp_unary_kind k, int64_t n, const void *y, const void *dy, void *dx,
+                                 int accumulate);
     /* pool_fwd of a packed x into y, packed when y_packed, else NCHW fp32. */
     lp_status (*pool_fwd_packed)(const lp_pool_desc *d, const void *x, void *y, int y_packed);
     /* A lean run's pool_bwd with x (read by max only) and dx packed (dx accumulates, or

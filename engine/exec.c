@@ -640,7 +640,7 @@ static int graphs_on(lp_run *r) {
 }
 
 /* The key of the pass about to run (phase 0 forward, 1 backward) into r->key. */
-static lp_status pass_key(lp_run *r, int phase, int of, int wgrads) {
+static lp_status pass_key(lp_run *r, int phase, int of, uint64_t variant) {
     const lp_model *m = r->m;
     size_t n = 7 + (size_t)m->n_values * (3 + LP_MAX_DIMS);
     if (!r->key) {
@@ -654,7 +654,7 @@ static lp_status pass_key(lp_run *r, int phase, int of, int wgrads) {
     k[o++] = lp_cuda_scratch_epoch();
     k[o++] = (uint64_t)m->weights_gen;   /* ops read scalar constants on the host */
     k[o++] = (uint64_t)(int64_t)of;
-    k[o++] = (uint64_t)wgrads; /* backward: weight gradients and where it stops */
+    k[o++] = variant; /* backward: weight gradients, where it stops, the rules */
     uint64_t h = 1469598103934665603ull; /* FNV-1a of what the plan packs and fuses (ops see it, not the pointers) */
     for (int v = 0; r->packed && v < m->n_values; v++) h = (h ^ (uint64_t)r->packed[v]) * 1099511628211ull;
     for (int v = 0; r->gpacked && v < m->n_values; v++) h = (h ^ (uint64_t)r->gpacked[v]) * 1099511628211ull;
@@ -726,12 +726,12 @@ static lp_status pass_capture(lp_run *r, pass_graph *pg, pass_body body, void *a
 /* One pass's nodes (phase 0 forward, 1 backward): replayed from its graph, captured
  * and launched, or run as usual, after which its key is remembered for the next.
  * Backward passes also keep which gradients the pass leaves live, for replays. */
-static lp_status run_pass(lp_run *r, int phase, int graphed, int of, int wgrads, pass_body body, void *arg) {
+static lp_status run_pass(lp_run *r, int phase, int graphed, int of, uint64_t variant, pass_body body, void *arg) {
     if (!graphed) return body(r, arg);
     pass_graph *pg = &r->pg[phase];
     const size_t nv = (size_t)r->m->n_values;
     if (phase && !pg->live && !(pg->live = lp_malloc(nv + 1))) return LP_ERR_OOM;
-    LP_TRY(pass_key(r, phase, of, wgrads));
+    LP_TRY(pass_key(r, phase, of, variant));
     int mode = pass_mode(r, pg), done = 0;
     if (mode == PASS_REPLAY) {
         LP_TRY(lp_cuda_graph_launch(pg->g));
@@ -751,7 +751,7 @@ static lp_status run_pass(lp_run *r, int phase, int graphed, int of, int wgrads,
         }
     }
     LP_TRY(body(r, arg));
-    LP_TRY(pass_key(r, phase, of, wgrads)); /* after the pass: its tensors exist now */
+    LP_TRY(pass_key(r, phase, of, variant)); /* after the pass: its tensors exist now */
     return pass_seen(r, pg);
 }
 
@@ -1009,18 +1009,20 @@ static lp_status rule_unpacked(lp_ctx *c, lp_backward_fn fn, const lp_node *n, l
     return s;
 }
 
-/* Node n's backward fn: a rule on packed values runs on fp32 copies. */
-static lp_status call_backward(lp_ctx *c, lp_backward_fn fn, const lp_node *n, lp_tensor **in, lp_tensor **out,
-                               lp_tensor **dout, lp_tensor **din) {
-    if ((c->pack_in || c->pack_out) && fn != n->op->backward) return rule_unpacked(c, fn, n, in, out, dout, din);
+/* Node n's backward fn: a rule on packed values runs on fp32 copies, unless its table
+ * reads packed values itself. */
+static lp_status call_backward(lp_ctx *c, const lp_rules *rules, lp_backward_fn fn, const lp_node *n,
+                               lp_tensor **in, lp_tensor **out, lp_tensor **dout, lp_tensor **din) {
+    if ((c->pack_in || c->pack_out) && fn != n->op->backward && !rules->packed)
+        return rule_unpacked(c, fn, n, in, out, dout, din);
     return fn(c, n, in, out, dout, din);
 }
 
 /* A rule on an Add whose input `k`'s gradient shares the Add's gradient buffer (a lean
  * plan's; it holds dout): rules add into din, so dout moves to a copy and din starts
  * at zero. */
-static lp_status rule_shared(lp_ctx *c, lp_backward_fn fn, const lp_node *n, lp_tensor **in, lp_tensor **out,
-                             lp_tensor **dout, lp_tensor **din, int k) {
+static lp_status rule_shared(lp_ctx *c, const lp_rules *rules, lp_backward_fn fn, const lp_node *n, lp_tensor **in,
+                             lp_tensor **out, lp_tensor **dout, lp_tensor **din, int k) {
     const lp_backend *be = c->be;
     lp_tensor d = *dout[0], *dcopy[LP_MAX_IO];
     memcpy(dcopy, dout, sizeof dcopy);
@@ -1029,7 +1031,7 @@ static lp_status rule_shared(lp_ctx *c, lp_backward_fn fn, const lp_node *n, lp_
     dcopy[0] = &d;
     lp_status s = be->copy(d.data, dout[0]->data, d.nbytes);
     if (s == LP_OK) s = be->zero(din[k]->data, din[k]->nbytes);
-    if (s == LP_OK) s = call_backward(c, fn, n, in, out, dcopy, din);
+    if (s == LP_OK) s = call_backward(c, rules, fn, n, in, out, dcopy, din);
     if (s == LP_OK) s = be->sync(); /* the copy goes next */
     be->free(d.data);
     return s;
@@ -1099,8 +1101,8 @@ static lp_status backward_nodes(lp_run *r, void *arg) {
             return s;
         }
         c.aux = r->aux[i];
-        if (shared >= 0 && fn != n->op->backward) s = rule_shared(&c, fn, n, in, out, dout, din, shared);
-        else s = call_backward(&c, fn, n, in, out, dout, din);
+        if (shared >= 0 && fn != n->op->backward) s = rule_shared(&c, opts->rules, fn, n, in, out, dout, din, shared);
+        else s = call_backward(&c, opts->rules, fn, n, in, out, dout, din);
         if (s != LP_OK) {
             s = lp_fail_prefix(s, "%s (backward)", lp_node_ctx(m, n, ctx, sizeof ctx));
             return s;
@@ -1189,10 +1191,13 @@ lp_status lp_run_backward(lp_run *r, const lp_backward_opts *opts) {
     if (s != LP_OK) goto out;
 
     backward_arg ba = {opts, req, of};
-    /* Rules may carry host state the kernels are launched with: only the plain
-     * gradient is graphed. */
-    s = run_pass(r, 1, graphs_on(r) && !opts->rules, of, (opts->weight_grads ? 1 : 0) | (stop + 1) << 1, backward_nodes,
-                 &ba);
+    /* Rules may carry host state the kernels are launched with: only the plain gradient
+     * and graph-safe rule tables are graphed, keyed by the rule functions. */
+    const lp_rules *rules = opts->rules;
+    uint64_t variant = (uint64_t)(opts->weight_grads ? 1 : 0) | (uint64_t)(stop + 1) << 1;
+    for (int i = 0; rules && i < rules->n; i++)
+        variant = (variant ^ (uint64_t)(uintptr_t)rules->fn[i]) * 1099511628211ull;
+    s = run_pass(r, 1, graphs_on(r) && (!rules || rules->graph_safe), of, variant, backward_nodes, &ba);
 out:
     free(req);
     return s;

@@ -249,7 +249,19 @@ struct lp_rules {
     void *user;
     int plain_reads; /* every rule reads no more than its op's own backward (what
                       * lp_op_backward_reads lists): a lean run may take the table */
+    int packed;      /* every rule reads and writes packed values itself, as its op's
+                      * backward (lp_ctx.pack_in / pack_out); else the executor hands
+                      * rules on packed nodes fp32 copies */
+    int graph_safe;  /* every rule only queues device work (no host reads, allocations,
+                      * syncs or state outside the pass): a CUDA run may capture the
+                      * backward as a graph, keyed by the rule functions */
 };
+
+/* A ReLU's backward of kind k (LP_UN_RELU, or a rule's: LP_UN_RELU_GUIDED /
+ * LP_UN_RELU_DECONV) on node n, whose values are plain or (a lean run's) all packed:
+ * din[0] (+)= what passes of dout[0]. */
+lp_status _lp_relu_backward(lp_ctx *c, const lp_node *n, lp_unary_kind k, lp_tensor *const *in,
+                            lp_tensor *const *out, lp_tensor *const *dout, lp_tensor *const *din, int accumulate);
 
 /* The model a run executes (for the attribution methods). */
 lp_model *_lp_run_model(const lp_run *r);

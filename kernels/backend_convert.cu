@@ -134,23 +134,32 @@ __global__ void bias_act_nhwc_bf16_kernel(int64_t n, int c, const float *bias, i
     }
 }
 
-// ReLU's input gradient on packed values: dx = (dx +) (y > 0 ? dy : 0); a gradient's
-// first contribution overwrites (the executor skips clearing it), later ones add.
-__global__ void relu_bwd_bf16_kernel(int64_t n, const uint16_t *y, const uint16_t *dy, uint16_t *dx, int accumulate) {
+// Does ReLU's backward of kind k pass gradient g where the output is y? LP_UN_RELU:
+// y > 0; guided backprop's rule: y > 0 and g > 0; deconvnet's: g > 0 (reads no y).
+__device__ __forceinline__ bool relu_passes(int k, float y, float g) {
+    return k == LP_UN_RELU_DECONV ? g > 0.f : y > 0.f && (k == LP_UN_RELU || g > 0.f);
+}
+
+// ReLU's input gradient (or a rule's, above) on packed values: dx = (dx +) dy where it
+// passes, else 0; a gradient's first contribution overwrites (the executor skips
+// clearing it), later ones add.
+__global__ void relu_bwd_bf16_kernel(int k, int64_t n, const uint16_t *y, const uint16_t *dy, uint16_t *dx,
+                                     int accumulate) {
     GRID_LOOP(i, (n + 1) / 2) {
         const int64_t e = 2 * i;
         if (e + 1 < n) {
-            const uint32_t yy = reinterpret_cast<const uint32_t *>(y)[i], g = reinterpret_cast<const uint32_t *>(dy)[i];
+            const uint32_t yy = y ? reinterpret_cast<const uint32_t *>(y)[i] : 0u;
+            const uint32_t g = reinterpret_cast<const uint32_t *>(dy)[i];
+            const bool p0 = relu_passes(k, lo16(yy), lo16(g)), p1 = relu_passes(k, hi16(yy), hi16(g));
             uint32_t *w = reinterpret_cast<uint32_t *>(dx) + i;
-            const float g0 = lo16(yy) > 0.f ? lo16(g) : 0.f, g1 = hi16(yy) > 0.f ? hi16(g) : 0.f;
             if (accumulate) {
                 const uint32_t d = *w;
-                *w = pack2(lo16(d) + g0, hi16(d) + g1);
+                *w = pack2(lo16(d) + (p0 ? lo16(g) : 0.f), hi16(d) + (p1 ? hi16(g) : 0.f));
             } else {
-                *w = (lo16(yy) > 0.f ? g & 0xffffu : 0u) | (hi16(yy) > 0.f ? g & 0xffff0000u : 0u); // exact: no rounding
+                *w = (p0 ? g & 0xffffu : 0u) | (p1 ? g & 0xffff0000u : 0u); // exact: no rounding
             }
         } else {
-            const float g0 = from_bf16(y[e]) > 0.f ? from_bf16(dy[e]) : 0.f;
+            const float g0 = relu_passes(k, y ? from_bf16(y[e]) : 0.f, from_bf16(dy[e])) ? from_bf16(dy[e]) : 0.f;
             dx[e] = to_bf16(accumulate ? from_bf16(dx[e]) + g0 : g0);
         }
     }
@@ -210,9 +219,10 @@ int lp_k_add_bf16(lp_stream s, int64_t n, const uint16_t *a, const uint16_t *b, 
     LAUNCH_END;
 }
 
-int lp_k_relu_bwd_bf16(lp_stream s, int64_t n, const uint16_t *y, const uint16_t *dy, uint16_t *dx, int accumulate) {
+int lp_k_relu_bwd_bf16(lp_stream s, int k, int64_t n, const uint16_t *y, const uint16_t *dy, uint16_t *dx,
+                       int accumulate) {
     if (n <= 0) return 0;
-    relu_bwd_bf16_kernel<<<grid_for((n + 1) / 2), LP_THREADS, 0, (cudaStream_t)s>>>(n, y, dy, dx, accumulate);
+    relu_bwd_bf16_kernel<<<grid_for((n + 1) / 2), LP_THREADS, 0, (cudaStream_t)s>>>(k, n, y, dy, dx, accumulate);
     LAUNCH_END;
 }
 

@@ -15,7 +15,9 @@
 __device__ __forceinline__ float unary_f(int k, float p0, float p1, float x) {
     switch (k) {
     case LP_UN_IDENTITY: return x;
-    case LP_UN_RELU: return x > 0.f ? x : 0.f;
+    case LP_UN_RELU:
+    case LP_UN_RELU_GUIDED:
+    case LP_UN_RELU_DECONV: return x > 0.f ? x : 0.f;
     case LP_UN_LEAKY_RELU: return x > 0.f ? x : p0 * x;
     case LP_UN_CLIP: return fminf(fmaxf(x, p0), p1);
     case LP_UN_SIGMOID: return 1.f / (1.f + expf(-x));
@@ -53,6 +55,8 @@ __device__ __forceinline__ float unary_g(int k, float p0, float p1, float x, flo
     case LP_UN_NEG: return -g;
     case LP_UN_ABS: return x > 0.f ? g : x < 0.f ? -g : 0.f;
     case LP_UN_POW: return p0 == 2.f ? 2.f * x * g : g * p0 * powf(x, p0 - 1.f);
+    case LP_UN_RELU_GUIDED: return y > 0.f && g > 0.f ? g : 0.f; // rules, not derivatives
+    case LP_UN_RELU_DECONV: return g > 0.f ? g : 0.f;
     default: return p0 * g; // LP_UN_SCALE
     }
 }

@@ -108,37 +108,24 @@ static lp_status m_input_x_gradient(_lp_xctx *x, lp_tensor **attr) {
 
 /* Guided backprop (Springenberg et al.): at a ReLU, pass only positive gradients
  * where the input was positive. Deconvnet (Zeiler & Fergus): pass the positive part
- * of the gradient, ignoring the forward mask. As Captum, only Relu nodes change. */
-static lp_status relu_rule(lp_ctx *c, const lp_node *n, lp_tensor *const *in, lp_tensor *const *out,
-                           lp_tensor *const *dout, lp_tensor *const *din, int guided) {
-    (void)n;
-    if (!din[0] || !dout[0]) return LP_OK;
-    int64_t cnt = lp_tensor_numel(dout[0]);
-    void *tmp;
-    LP_TRY(c->be->alloc((size_t)cnt * sizeof(float), &tmp));
-    lp_status s = c->be->unary_fwd(LP_UN_RELU, NULL, dout[0]->data, tmp, cnt);
-    if (s == LP_OK) {
-        if (guided) s = c->be->unary_bwd(LP_UN_RELU, NULL, in[0]->data, out[0]->data, tmp, din[0]->data, cnt, 1);
-        else s = c->be->axpy(cnt, 1.0f, tmp, din[0]->data);
-    }
-    c->be->free(tmp);
-    return s;
-}
-
+ * of the gradient, ignoring the forward mask. As Captum, only Relu nodes change. Each
+ * is one backend call that reads packed values as the Relu's own backward does, so
+ * the pass may be a CUDA graph. Rules always add. */
 static lp_status guided_relu(lp_ctx *c, const lp_node *n, lp_tensor *const *in, lp_tensor *const *out,
                              lp_tensor *const *dout, lp_tensor *const *din) {
-    return relu_rule(c, n, in, out, dout, din, 1);
+    return _lp_relu_backward(c, n, LP_UN_RELU_GUIDED, in, out, dout, din, 1);
 }
 
 static lp_status deconv_relu(lp_ctx *c, const lp_node *n, lp_tensor *const *in, lp_tensor *const *out,
                              lp_tensor *const *dout, lp_tensor *const *din) {
-    return relu_rule(c, n, in, out, dout, din, 0);
+    return _lp_relu_backward(c, n, LP_UN_RELU_DECONV, in, out, dout, din, 1);
 }
 
 lp_status _lp_guided_rules(lp_rules *r, int deconvnet) {
     LP_TRY(_lp_rules_new(r, NULL));
     _lp_rules_set(r, "Relu", deconvnet ? deconv_relu : guided_relu);
     r->plain_reads = 1; /* a Relu's output at most, as its own backward */
+    r->packed = r->graph_safe = 1;
     return LP_OK;
 }
 

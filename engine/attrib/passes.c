@@ -184,7 +184,7 @@ lp_status _lp_x_grads(_lp_xctx *x, const float *rows, int64_t b, const int64_t *
 lp_status _lp_rules_new(lp_rules *r, void *user) {
     r->n = lp_op_count();
     r->user = user;
-    r->plain_reads = 0;
+    r->plain_reads = r->packed = r->graph_safe = 0;
     r->fn = lp_calloc((size_t)r->n, sizeof *r->fn);
     return r->fn ? LP_OK : LP_ERR_OOM;
 }

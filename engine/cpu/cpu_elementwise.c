@@ -22,6 +22,8 @@ lp_status _lp_cpu_unary_fwd(lp_unary_kind k, const float *p, const float *x, flo
         if (x != y) memmove(y, x, sizeof(float) * n);
         break;
     case LP_UN_RELU:
+    case LP_UN_RELU_GUIDED:
+    case LP_UN_RELU_DECONV:
 #pragma omp parallel for simd if (par_on) schedule(static)
         for (int64_t i = 0; i < n; i++) y[i] = x[i] > 0.f ? x[i] : 0.f;
         break;
@@ -163,6 +165,12 @@ lp_status _lp_cpu_unary_bwd(lp_unary_kind k, const float *p, const float *x, con
         break;
     case LP_UN_SCALE:
         BWD_SIMD(p0 * dy[i]);
+        break;
+    case LP_UN_RELU_GUIDED:
+        BWD_SIMD(y[i] > 0.f && dy[i] > 0.f ? dy[i] : 0.f);
+        break;
+    case LP_UN_RELU_DECONV:
+        BWD_SIMD(dy[i] > 0.f ? dy[i] : 0.f);
         break;
     default:
         return lp_fail(LP_ERR_UNSUPPORTED, "cpu unary_bwd: unknown kind %d", (int)k);

@@ -287,8 +287,11 @@ static lp_status g_pack(int n, int c, int64_t hw, const float *x, void *y) {
     LP_KERNEL(lp_k_nchw_to_nhwc_bf16(STREAM, n, c, hw, x, y));
     return LP_OK;
 }
-static lp_status g_packed_relu_bwd(int64_t n, const void *y, const void *dy, void *dx, int accumulate) {
-    LP_KERNEL(lp_k_relu_bwd_bf16(STREAM, n, y, dy, dx, accumulate));
+static lp_status g_packed_relu_bwd(lp_unary_kind k, int64_t n, const void *y, const void *dy, void *dx,
+                                   int accumulate) {
+    if (k != LP_UN_RELU && k != LP_UN_RELU_GUIDED && k != LP_UN_RELU_DECONV)
+        return lp_fail(LP_ERR_UNSUPPORTED, "cuda packed_relu_bwd: kind %d is not a ReLU's", (int)k);
+    LP_KERNEL(lp_k_relu_bwd_bf16(STREAM, (int)k, n, y, dy, dx, accumulate));
     return LP_OK;
 }
 static lp_status g_pool_fwd_packed(const lp_pool_desc *d, const void *x, void *y, int y_packed) {

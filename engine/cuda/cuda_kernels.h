@@ -82,7 +82,8 @@ int lp_k_pool_bwd_packed(lp_stream s, const lp_pool_desc *d, const uint16_t *x, 
                          uint16_t *dx, int accumulate);
 int lp_k_add_bf16(lp_stream s, int64_t n, const uint16_t *a, const uint16_t *b, uint16_t *y, int relu);
 /* dx (+)= (y > 0 ? dy : 0), all packed; accumulate: add, else overwrite */
-int lp_k_relu_bwd_bf16(lp_stream s, int64_t n, const uint16_t *y, const uint16_t *dy, uint16_t *dx, int accumulate);
+int lp_k_relu_bwd_bf16(lp_stream s, int k, int64_t n, const uint16_t *y, const uint16_t *dy, uint16_t *dx,
+                       int accumulate);
 int lp_k_bias_act_nhwc_bf16(lp_stream s, int64_t n, int c, const float *bias, int relu, uint16_t *y);
 
 #ifdef __cplusplus

@@ -87,17 +87,25 @@ static lp_status unary_forward(lp_ctx *c, const lp_node *n, lp_tensor *const *in
     return c->be->unary_fwd(up->kind, p, in[0]->data, out[0]->data, lp_tensor_numel(in[0]));
 }
 
+lp_status _lp_relu_backward(lp_ctx *c, const lp_node *n, lp_unary_kind k, lp_tensor *const *in,
+                            lp_tensor *const *out, lp_tensor *const *dout, lp_tensor *const *din, int accumulate) {
+    if (!din[0] || !dout[0]) return LP_OK;
+    const int64_t cnt = lp_tensor_numel(dout[0]);
+    if (c->pack_in || c->pack_out) { /* a lean run's packed Relu: y, dy and dx all packed */
+        if (c->pack_in != 1 || c->pack_out != 1 || (k != LP_UN_RELU_DECONV && !out[0]->data))
+            return lp_fail(LP_ERR_INTERNAL, "%s cannot take a packed gradient", n->op_type);
+        return c->be->packed_relu_bwd(k, cnt, out[0]->data, dout[0]->data, din[0]->data, accumulate);
+    }
+    return c->be->unary_bwd(k, NULL, in[0]->data, out[0]->data, dout[0]->data, din[0]->data, cnt, accumulate);
+}
+
 static lp_status unary_backward(lp_ctx *c, const lp_node *n, lp_tensor *const *in, lp_tensor *const *out,
                                 lp_tensor *const *dout, lp_tensor *const *din) {
     const unary_params *up = n->params;
     float p[2];
     if (!din[0]) return LP_OK;
-    if (c->pack_in || c->pack_out) { /* a lean run's packed Relu: y, dy and dx all packed */
-        if (up->kind != LP_UN_RELU || c->pack_in != 1 || c->pack_out != 1 || !out[0]->data)
-            return lp_fail(LP_ERR_INTERNAL, "%s cannot take a packed gradient", n->op_type);
-        return c->be->packed_relu_bwd(lp_tensor_numel(out[0]), out[0]->data, dout[0]->data, din[0]->data,
-                                      !(c->din_fresh & 1));
-    }
+    if (up->kind == LP_UN_RELU) return _lp_relu_backward(c, n, LP_UN_RELU, in, out, dout, din, !(c->din_fresh & 1));
+    if (c->pack_in || c->pack_out) return lp_fail(LP_ERR_INTERNAL, "%s cannot take a packed gradient", n->op_type);
     LP_TRY(unary_p(c, n, in, p));
     return c->be->unary_bwd(up->kind, p, in[0]->data, out[0]->data, dout[0]->data, din[0]->data,
                             lp_tensor_numel(in[0]), !(c->din_fresh & 1));

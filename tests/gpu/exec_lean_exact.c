@@ -290,7 +290,7 @@ static void run_model(const char *name, lp_model *m, const char *inner, int grap
         lp_tensor *a3 = host(lp_run_grad(pk, "x"));
         snprintf(what, sizeof what, "%s pass %d: plain after a stop at '%s'", name, p, inner);
         same_bits(what, gp, a3);
-        /* guided backprop's rule (on fp32 copies of packed Relus), then plain again */
+        /* guided backprop's rule (on packed Relus), then plain again */
         lp_rules rules;
         assert_int_equal(_lp_guided_rules(&rules, 0), LP_OK);
         lp_backward_opts go = {.seed = seed, .rules = &rules};

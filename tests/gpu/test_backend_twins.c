@@ -662,7 +662,8 @@ static void t_pool(void **state) {
 
 static const char *unary_name(lp_unary_kind k) {
     static const char *names[] = {"identity", "relu", "leaky_relu", "clip", "sigmoid", "hard_sigmoid",
-                                  "hard_swish", "erf", "sqrt", "tanh", "exp", "log", "neg", "abs", "pow", "scale"};
+                                  "hard_swish", "erf", "sqrt", "tanh", "exp", "log", "neg", "abs", "pow", "scale",
+                                  "relu_guided", "relu_deconv"};
     return (unsigned)k < LP_UN_COUNT ? names[k] : "?";
 }
 
@@ -752,6 +753,8 @@ static void t_unary(void **state) {
         {LP_UN_POW, {-0.5f, 0}, 1, 0.2f, 3, 0},             /* the rsqrt of LayerNorm */
         {LP_UN_SCALE, {0, 0}, 0, -4, 4, 0},
         {LP_UN_SCALE, {2.5f, -1.f}, 1, -4, 4, 0},
+        {LP_UN_RELU_GUIDED, {0, 0}, 0, -4, 4, 1},          /* guided backprop's rule */
+        {LP_UN_RELU_DECONV, {0, 0}, 0, -4, 4, 1},          /* deconvnet's */
     };
     const int64_t sizes[] = {1, 13, 257, 70001};
     int seen[LP_UN_COUNT] = {0};
@@ -1542,22 +1545,33 @@ static void packed_kernels(void) {
             tw_end(&t);
             free(a), free(b), free(y), free(want);
         }
-    for (size_t i = 0; i < sizeof ns / sizeof *ns; i++) /* dx (+)= (y > 0 ? dy : 0), one rounding */
-        for (int acc = 0; acc < 2; acc++) {
-            const int64_t n = ns[i];
-            if (!tw_begin(&t, DUT_BF16, "packed_relu_bwd", "n %lld%s", (long long)n, acc ? " accumulate" : " overwrite"))
-                return;
-            uint16_t *y = pk_rand(n), *dy = pk_rand(n), *dx = pk_rand(n), *want = xmalloc(sizeof *want * (size_t)(n + PK_GUARD));
-            if (n > 1) y[1] = 0x8000u; /* -0: no gradient passes */
-            memcpy(want, dx, sizeof *want * (size_t)(n + PK_GUARD));
-            for (int64_t k = 0; k < n; k++)
-                want[k] = h_bf16((acc ? h_f32(dx[k]) : 0.f) + (h_f32(y[k]) > 0.f ? h_f32(dy[k]) : 0.f));
-            void *gy = pk_dev(&t, y, n), *gdy = pk_dev(&t, dy, n), *gdx = pk_dev(&t, dx, n);
-            DUT_CALL(&t, packed_relu_bwd, n, gy, gdy, gdx, acc);
-            pk_check(&t, gdx, want, n, "dx", 0.0);
-            tw_end(&t);
-            free(y), free(dy), free(dx), free(want);
-        }
+    /* dx (+)= what passes of dy, one rounding: ReLU's (y > 0), guided backprop's (and dy > 0),
+     * deconvnet's (dy > 0; y NULL: it reads none) */
+    const lp_unary_kind rk[] = {LP_UN_RELU, LP_UN_RELU_GUIDED, LP_UN_RELU_DECONV};
+    for (size_t i = 0; i < sizeof ns / sizeof *ns; i++)
+        for (int acc = 0; acc < 2; acc++)
+            for (int r = 0; r < 3; r++) {
+                const int64_t n = ns[i];
+                const lp_unary_kind k = rk[r];
+                if (!tw_begin(&t, DUT_BF16, "packed_relu_bwd", "%s n %lld%s", unary_name(k), (long long)n,
+                              acc ? " accumulate" : " overwrite"))
+                    return;
+                uint16_t *y = pk_rand(n), *dy = pk_rand(n), *dx = pk_rand(n),
+                         *want = xmalloc(sizeof *want * (size_t)(n + PK_GUARD));
+                if (n > 1) y[1] = 0x8000u;  /* -0: no gradient passes */
+                if (n > 2) dy[2] = 0x8000u; /* nor here under the rules */
+                memcpy(want, dx, sizeof *want * (size_t)(n + PK_GUARD));
+                for (int64_t e = 0; e < n; e++) {
+                    const float yv = h_f32(y[e]), g = h_f32(dy[e]);
+                    const int pass = k == LP_UN_RELU_DECONV ? g > 0.f : yv > 0.f && (k == LP_UN_RELU || g > 0.f);
+                    want[e] = h_bf16((acc ? h_f32(dx[e]) : 0.f) + (pass ? g : 0.f));
+                }
+                void *gy = pk_dev(&t, y, n), *gdy = pk_dev(&t, dy, n), *gdx = pk_dev(&t, dx, n);
+                DUT_CALL(&t, packed_relu_bwd, k, n, k == LP_UN_RELU_DECONV ? NULL : gy, gdy, gdx, acc);
+                pk_check(&t, gdx, want, n, "dx", 0.0);
+                tw_end(&t);
+                free(y), free(dy), free(dx), free(want);
+            }
     const int sh[][3] = {{2, 5, 21}, {1, 64, 196}, {3, 33, 1}, {1, 1, 7}};
     for (size_t i = 0; i < sizeof sh / sizeof *sh; i++) { /* NCHW fp32 -> packed, rounded to nearest even */
         const int n = sh[i][0], c = sh[i][1], hw = sh[i][2];

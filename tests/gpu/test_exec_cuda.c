@@ -13,9 +13,9 @@
  *    through a residual block, a grouped and an asymmetrically padded convolution:
  *    which values are packed, and the logits against unpacked bf16 and the CPU.
  *  - The same in lean bf16 runs, their gradients packed too: input gradients (plain,
- *    guided backprop's rule, from a packed value, stopping at a layer) against
- *    unpacked bf16 and the CPU, and several backwards from one forward; and, bit for
- *    bit, on integer-valued models (exec_lean_exact.c).
+ *    guided backprop's and deconvnet's rules, graphed, from a packed value, stopping
+ *    at a layer) against unpacked bf16 and the CPU, and several backwards from one
+ *    forward; and, bit for bit, on integer-valued models (exec_lean_exact.c).
  * Prints "SKIPPED: ..." (CTest's skip pattern) without a CUDA device. */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -587,18 +587,32 @@ static void test_lean_packing(void **state) {
     lean_close("from packed r3, ones", 0, rp, ru, rc);
     lp_tensor_free(rp), lp_tensor_free(rc), lp_tensor_free(ru);
 
-    /* Guided backprop's Relu rule on packed Relus: run on fp32 copies, packed back. */
-    lp_rules rules;
-    assert_int_equal(_lp_guided_rules(&rules, 0), LP_OK);
-    lp_backward_opts go = {.rules = &rules};
-    lp_tensor *gp = lean_grad(pk, x, &go, "x"), *gc = lean_grad(cpu, x, &go, "x");
-    expect_grads_packed(pk, 14);
-    setenv("LOUPE_PACK", "0", 1);
-    lp_tensor *gu = lean_grad(plain, x, &go, "x");
-    unsetenv("LOUPE_PACK");
-    lean_close("guided backprop", 0, gp, gu, gc);
-    lp_tensor_free(gp), lp_tensor_free(gc), lp_tensor_free(gu);
-    _lp_rules_free(&rules);
+    /* Guided backprop's and deconvnet's Relu rules read packed Relus themselves (one
+     * kernel each), and their passes are graphed as the plain one's: eager, captured,
+     * then replayed, the same bits each time. */
+    for (int dc = 0; dc < 2; dc++) {
+        lp_rules rules;
+        assert_int_equal(_lp_guided_rules(&rules, dc), LP_OK);
+        lp_backward_opts go = {.rules = &rules};
+        const char *name = dc ? "deconvnet" : "guided backprop";
+        lp_tensor *gp = lean_grad(pk, x, &go, "x"), *gc = lean_grad(cpu, x, &go, "x");
+        expect_grads_packed(pk, 14);
+        setenv("LOUPE_PACK", "0", 1);
+        lp_tensor *gu = lean_grad(plain, x, &go, "x");
+        unsetenv("LOUPE_PACK");
+        lean_close(name, 0, gp, gu, gc);
+        const int64_t r0 = replays(pk);
+        for (int k = 0; k < 2; k++) {
+            assert_int_equal(lp_run_backward(pk, &go), LP_OK);
+            lp_tensor *again = to_host(lp_run_grad(pk, "x"));
+            assert_memory_equal(gp->data, again->data, gp->nbytes);
+            lp_tensor_free(again);
+        }
+        fprintf(stderr, "  %s: %lld of 2 backwards replayed\n", name, (long long)(replays(pk) - r0));
+        assert_true(replays(pk) > r0);
+        lp_tensor_free(gp), lp_tensor_free(gc), lp_tensor_free(gu);
+        _lp_rules_free(&rules);
+    }
 
     /* Stopping at r2 (Grad-CAM's run): r2 is kept, so its Relu and y3's Add unpack;
      * the gradient at r2 against the CPU's. */

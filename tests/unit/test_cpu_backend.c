@@ -459,6 +459,8 @@ static double unary_ref(lp_unary_kind k, const float *p, double x) {
     case LP_UN_ABS: return fabs(x);
     case LP_UN_POW: return pow(x, p[0]);
     case LP_UN_SCALE: return p[0] * x + p[1];
+    case LP_UN_RELU_GUIDED:
+    case LP_UN_RELU_DECONV: return x > 0 ? x : 0;
     default: return NAN;
     }
 }
@@ -493,6 +495,8 @@ static void test_unary(void **state) {
             y_r[i] = unary_ref((lp_unary_kind)k, p, v);
             const double h = 1e-6;
             dx_r[i] = dy[i] * (unary_ref((lp_unary_kind)k, p, v + h) - unary_ref((lp_unary_kind)k, p, v - h)) / (2 * h);
+            if (k == LP_UN_RELU_GUIDED) dx_r[i] = v > 0 && dy[i] > 0 ? dy[i] : 0; /* rules, not derivatives */
+            if (k == LP_UN_RELU_DECONV) dx_r[i] = dy[i] > 0 ? dy[i] : 0;
         }
         assert_int_equal(be()->unary_fwd((lp_unary_kind)k, p, x, y, n), LP_OK);
         assert_int_equal(be()->unary_bwd((lp_unary_kind)k, p, x, y, dy, dx, n, 1), LP_OK);

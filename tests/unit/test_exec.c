@@ -341,7 +341,7 @@ static void test_rule_override(void **state) {
     lp_backward_fn fns[256] = {0};
     assert_true(lp_op_count() <= 256);
     fns[lp_op_index(lp_op_find("Relu"))] = relu_passthrough;
-    lp_rules rules = {fns, lp_op_count(), NULL, 0};
+    lp_rules rules = {.fn = fns, .n = lp_op_count()};
     bo.rules = &rules;
     assert_int_equal(lp_run_backward(r, &bo), LP_OK);
     gc = lp_run_grad(r, "c");
@@ -430,7 +430,7 @@ static void test_lean(void **state) {
     assert_int_equal(lp_run_backward(lean, &wg), LP_ERR_ARG);
     assert_non_null(strstr(lp_last_error(), "lean"));
     lp_backward_fn fns[256] = {0};
-    lp_rules rules = {fns, lp_op_count(), NULL, 0};
+    lp_rules rules = {.fn = fns, .n = lp_op_count()};
     lp_backward_opts ru = {.rules = &rules};
     assert_int_equal(lp_run_backward(lean, &ru), LP_ERR_ARG);
     assert_non_null(strstr(lp_last_error(), "rule table"));
