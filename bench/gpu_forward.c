@@ -462,7 +462,7 @@ static void print_row(const model_row *mr, int k, int g, int batch, const cell_r
     if (lr && lr->speed.packed_grads) snprintf(pg, sizeof pg, " (+%d gradients)", lr->speed.packed_grads);
     if (lr && lr->speed.shared_grads) snprintf(sg, sizeof sg, ", %d Add gradients shared", lr->speed.shared_grads);
     if (lr)
-        snprintf(sp, sizeof sp, "%d Relus fused, %d values packed%s%s, %lld of %d passes from graphs", lr->speed.fused,
+        snprintf(sp, sizeof sp, "%d activations fused, %d values packed%s%s, %lld of %d passes from graphs", lr->speed.fused,
                  lr->speed.packed, pg, sg, (long long)lr->speed.graph_replays / (g ? 2 : 1), lr->passes);
     printf("%-9s %-4s %-7s %5d | %11s | %11s | %6s | %9s | %9s | %-24s | %-5s | %s", mr->name,
            lp_precision_name((lp_precision)k), g ? "in-grad" : "forward", batch, l, t, ratio, lm, tm, val,

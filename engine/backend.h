@@ -16,10 +16,11 @@ typedef struct lp_conv_desc {
     int ph0, pw0, ph1, pw1;/* pads: begin (top, left), end (bottom, right) */
     int dh, dw;            /* dilations */
     int groups;
-    int relu;              /* forward only: y = max(0, conv + b), the activation fused
-                            * into the convolution's last pass (the executor sets it) */
-    int accumulate;        /* forward only: y = y + conv + b (before the ReLU), as the
-                            * backward passes add (ConvTranspose's input gradient) */
+    float act;             /* forward only, when > 0: y = min(max(0, conv + b), act), the
+                            * activation fused into the convolution's last pass (the
+                            * executor sets it: INFINITY for a ReLU, 6 for ReLU6's Clip) */
+    int accumulate;        /* forward only: y = y + conv + b (before the activation), as
+                            * the backward passes add (ConvTranspose's input gradient) */
     int x_packed, y_packed;/* backends with `packed`: x / y (conv_fwd), dx / dy
                             * (conv_bwd_data, which accumulates into a packed dx
                             * too) is packed (bf16 NHWC, see lp_backend.packed);
@@ -83,17 +84,17 @@ typedef struct lp_backend {
      * values are packed, and tells the convolutions through lp_conv_desc.x_packed /
      * y_packed. */
     int packed;
-    /* y = act(a + b) on n packed values (b may be NULL: y = act(a)); act is max(0, .)
-     * when relu. */
-    lp_status (*packed_add)(int64_t n, const void *a, const void *b, void *y, int relu);
-    /* y (NCHW fp32) = act(x) of a packed n x c x hw value. */
-    lp_status (*unpack)(int n, int c, int64_t hw, const void *x, float *y, int relu);
+    /* y = a + b on n packed values (b may be NULL: y = a), through the activation act
+     * as lp_conv_desc.act's (0: none). */
+    lp_status (*packed_add)(int64_t n, const void *a, const void *b, void *y, float act);
+    /* y (NCHW fp32) = x (a packed n x c x hw value) through the activation act. */
+    lp_status (*unpack)(int n, int c, int64_t hw, const void *x, float *y, float act);
     /* The reverse: y (packed) = x (NCHW fp32, n x c x hw). */
     lp_status (*pack)(int n, int c, int64_t hw, const float *x, void *y);
-    /* Relu's backward on n packed values, k one of LP_UN_RELU (dx (+)= y > 0 ? dy : 0),
-     * LP_UN_RELU_GUIDED or LP_UN_RELU_DECONV (which reads no y); accumulate: add to dx,
-     * else overwrite. */
-    lp_status (*packed_relu_bwd)(lp_unary_kind k, int64_t n, const void *y, const void *dy, void *dx,
+    /* A ReLU's backward on n packed values, k one of LP_UN_RELU (dx (+)= y > 0 ? dy : 0),
+     * LP_UN_CLIP (ReLU6's, bounds 0 and cap: 0 < y < cap), LP_UN_RELU_GUIDED or
+     * LP_UN_RELU_DECONV (which reads no y); accumulate: add to dx, else overwrite. */
+    lp_status (*packed_relu_bwd)(lp_unary_kind k, float cap, int64_t n, const void *y, const void *dy, void *dx,
                                  int accumulate);
     /* pool_fwd of a packed x into y, packed when y_packed, else NCHW fp32. */
     lp_status (*pool_fwd_packed)(const lp_pool_desc *d, const void *x, void *y, int y_packed);

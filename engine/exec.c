@@ -5,6 +5,7 @@
  * modified backward passes (guided, deconvnet, LRP) reuse this code unchanged. */
 #include "internal.h"
 
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -142,10 +143,25 @@ void lp_run_free(lp_run *r) {
     free(r);
 }
 
-/* Forward-only runs fuse each ReLU that is a convolution's only reader into the
- * convolution's last pass (bias and activation in one read and write): the
- * pre-activation is never stored. Runs that keep activations do not fuse, since
- * methods and backward rules may read any value. */
+/* Is node n an activation a convolution can apply in its last pass: a Relu, or a
+ * Clip with constant bounds 0 and a cap (ReLU6, as PyTorch exports it)? */
+static int is_act(const lp_model *m, const lp_node *n) { return _lp_act_of(m, n) > 0.f; }
+
+/* ... and can its values be packed? Its cap must be exact in bf16 (a ReLU's, ReLU6's
+ * 6), so that a packed output at the cap still tells the backward the input was at or
+ * above it. */
+static int packs_act(const lp_model *m, const lp_node *n) {
+    const float a = _lp_act_of(m, n);
+    uint32_t u;
+    memcpy(&u, &a, sizeof u);
+    return a > 0.f && (a == INFINITY || !(u & 0xffffu));
+}
+
+/* Forward-only and lean runs fuse each activation (a ReLU, or ReLU6) that is a
+ * convolution's only reader into the convolution's last pass (bias and activation in
+ * one read and write): the pre-activation is never stored (the activations' backwards
+ * read their outputs). Runs that keep activations do not fuse, since methods and
+ * backward rules may read any value. */
 static lp_status plan_fusion(lp_run *r) {
     const lp_model *m = r->m;
     int *readers = lp_calloc((size_t)m->n_values + 1, sizeof *readers);
@@ -165,7 +181,7 @@ static lp_status plan_fusion(lp_run *r) {
     const char *off = getenv("LOUPE_FUSE");
     for (int j = 0; j < m->n_nodes && !(off && !strcmp(off, "0")); j++) {
         const lp_node *n = &m->nodes[j];
-        if (strcmp(n->op->type, "Relu") || n->n_in != 1 || n->n_out != 1 || n->in[0] < 0) continue;
+        if (!is_act(m, n) || n->n_out != 1 || n->in[0] < 0) continue;
         int v = n->in[0], i = m->values[v].producer;
         if (i < 0 || readers[v] != 1 || strcmp(m->nodes[i].op->type, "Conv") || m->nodes[i].n_out != 1) continue;
         r->fuse[i] = j;
@@ -406,16 +422,16 @@ static int pools(const lp_node *n) {
 
 /* Can node i hold value v packed (lp_backend.packed), as its output or (as_input)
  * an input? Convolutions and pooling read and write the layout directly (v as the
- * data input, not a weight), forward and backward; Relu and same-shape Add are
- * elementwise, so any layout is theirs. Of these, a lean backward reads only a Relu's
- * output and a max pooling's input (a Conv's input only for weight gradients, which
- * lean runs never take), and reads them packed. */
+ * data input, not a weight), forward and backward; Relu (and ReLU6, packs_act) and
+ * same-shape Add are elementwise, so any layout is theirs. Of these, a lean backward
+ * reads only a Relu's output and a max pooling's input (a Conv's input only for
+ * weight gradients, which lean runs never take), and reads them packed. */
 static int packs(const lp_run *r, int i, int v, int as_input) {
     const lp_node *n = &r->m->nodes[i];
     const char *t = n->op->type;
     if (!strcmp(t, "Conv"))
         return !as_input || (n->in[0] == v && n->in[1] != v && (n->n_in < 3 || n->in[2] != v));
-    if (!strcmp(t, "Relu")) return n->n_in == 1;
+    if (is_act(r->m, n)) return packs_act(r->m, n) && (!as_input || n->in[0] == v);
     if (pools(n)) return n->in[0] == v || n->out[0] == v; /* not its unused Indices */
     if (!strcmp(t, "Add"))
         return n->n_in == 2 && n->in[0] >= 0 && n->in[1] >= 0 &&
@@ -427,7 +443,7 @@ static int packs(const lp_run *r, int i, int v, int as_input) {
 /* Which activations a forward-only or lean run stores packed, as bf16 NHWC (backends
  * with lp_backend.packed; LOUPE_PACK=0 turns it off): 4-D values the caller does not
  * keep, that a Conv (or the Relu fused into one), a same-shape Add, a Relu or a
- * pooling writes and only such nodes read. An Add's inputs and output are packed
+ * pooling writes and only such nodes read ("Relu" here: also ReLU6's Clip). An Add's inputs and output are packed
  * together or not at all; a pooling (and, forward-only, a Relu) may read a packed
  * value and write it unpacked (where the network leaves its convolutions), not the
  * reverse. Everything else stays fp32 NCHW, so other ops never see the layout. A lean
@@ -446,7 +462,7 @@ static void plan_packing(lp_run *r, const char *keep, const char *bread) { /* br
         const int p = m->values[v].producer;
         pk[v] = !keep[v] && p >= 0 && m->values[v].dtype == LP_F32 && r->shapes[v].ndim == 4 &&
                 lp_shape_numel(&r->shapes[v]) > 0 &&
-                (fused_away(r, p) || (packs(r, p, v, 0) && fusion_partner(r, p) < 0)); /* else never stored */
+                (fused_away(r, p) ? packs_act(m, &m->nodes[p]) : packs(r, p, v, 0) && fusion_partner(r, p) < 0);
     }
     for (int i = 0; i < m->n_nodes; i++)
         for (int k = 0; k < m->nodes[i].n_in; k++) {
@@ -461,9 +477,9 @@ static void plan_packing(lp_run *r, const char *keep, const char *bread) { /* br
             if (!strcmp(n->op->type, "Add")) {
                 const int a = pk[n->in[0]], b = pk[n->in[1]], o = pk[n->out[0]];
                 if ((a || b || o) && !(a && b && o)) pk[n->in[0]] = pk[n->in[1]] = pk[n->out[0]] = 0, changed = 1;
-            } else if (r->lean && !strcmp(n->op->type, "Relu") && pk[n->in[0]] != pk[n->out[0]]) {
+            } else if (r->lean && is_act(m, n) && pk[n->in[0]] != pk[n->out[0]]) {
                 pk[n->in[0]] = pk[n->out[0]] = 0, changed = 1;
-            } else if ((!strcmp(n->op->type, "Relu") || pools(n)) && pk[n->out[0]] && !pk[n->in[0]]) {
+            } else if ((is_act(m, n) || pools(n)) && pk[n->out[0]] && !pk[n->in[0]]) {
                 pk[n->out[0]] = 0, changed = 1;
             }
         }
@@ -794,12 +810,12 @@ static lp_status run_node(lp_run *r, lp_ctx *c, int i, int *skip) {
         if (pk && pk[v]) c->pack_out |= 1u << k;
     }
     const char *t = n->op->type;
-    if ((c->pack_in || c->pack_out) && strcmp(t, "Conv") && strcmp(t, "Relu") && strcmp(t, "Add") && !pools(n)) {
+    if ((c->pack_in || c->pack_out) && strcmp(t, "Conv") && !is_act(m, n) && strcmp(t, "Add") && !pools(n)) {
         char ctx[512]; /* the planner packs nothing else: a bug, not bad input */
         return lp_fail(LP_ERR_INTERNAL, "%s: a packed value reached an op that cannot read it",
                        lp_node_ctx(m, n, ctx, sizeof ctx));
     }
-    c->fuse_relu = fj >= 0;
+    c->fuse_act = fj >= 0 ? _lp_act_of(m, &m->nodes[fj]) : 0.f; /* its Relu's or ReLU6's */
     c->aux = r->aux[i];
     lp_status s = n->op->forward(c, n, in, out);
     if (s != LP_OK) {
@@ -1069,7 +1085,7 @@ static lp_status backward_nodes(lp_run *r, void *arg) {
         for (int k = 0; gpk && k < n->n_out; k++)
             if (gpk[n->out[k]]) c.pack_out |= 1u << k;
         const int conv = !strcmp(n->op->type, "Conv"), add = !strcmp(n->op->type, "Add");
-        const int packing = conv || add || !strcmp(n->op->type, "Relu") || pools(n);
+        const int packing = conv || add || is_act(m, n) || pools(n);
         if ((c.pack_in || c.pack_out) && !packing)
             return lp_fail(LP_ERR_INTERNAL, "%s: a packed gradient reached an op that cannot read it",
                            lp_node_ctx(m, n, ctx, sizeof ctx));

@@ -164,9 +164,10 @@ typedef struct lp_ctx {
     const lp_backend *be;
     lp_model *model;
     void *rule_user; /* backward: the rule table's `user` (NULL without rules) */
-    int fuse_relu;   /* forward: the node's output goes straight through a ReLU (the
-                      * executor fuses a Relu that is a Conv's only reader, or a packed
-                      * Add's: see lp_backend.packed) */
+    float fuse_act;  /* forward, when > 0: the node's output goes straight through this
+                      * activation (lp_conv_desc.act's: the executor fuses a Relu or
+                      * ReLU6 that is a Conv's only reader, or a Relu that is a
+                      * same-shape Add's) */
     const struct lp_tensor *aux; /* what the op's derive made for this node in this run, or NULL;
                                   * the op may keep scratch in it (one node of one run, one
                                   * stream: BatchNormalization's gradient sums) */
@@ -257,9 +258,13 @@ struct lp_rules {
                       * backward as a graph, keyed by the rule functions */
 };
 
+/* The activation node n applies, as lp_conv_desc.act: INFINITY for a Relu, the upper
+ * bound of a Clip whose constant bounds are 0 and a positive cap (ReLU6: 6); 0 for any
+ * other node. A convolution (or a packed value's op) can apply it in its last pass. */
+float _lp_act_of(const lp_model *m, const lp_node *n);
 /* A ReLU's backward of kind k (LP_UN_RELU, or a rule's: LP_UN_RELU_GUIDED /
- * LP_UN_RELU_DECONV) on node n, whose values are plain or (a lean run's) all packed:
- * din[0] (+)= what passes of dout[0]. */
+ * LP_UN_RELU_DECONV; packed also LP_UN_CLIP, a ReLU6's) on node n, whose values are
+ * plain or (a lean run's) all packed: din[0] (+)= what passes of dout[0]. */
 lp_status _lp_relu_backward(lp_ctx *c, const lp_node *n, lp_unary_kind k, lp_tensor *const *in,
                             lp_tensor *const *out, lp_tensor *const *dout, lp_tensor *const *din, int accumulate);
 

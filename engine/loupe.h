@@ -151,7 +151,7 @@ lp_status lp_run_set_lean(lp_run *r, int on);
  * value would read. Its backward passes must then stop there too (lp_backward_opts
  * .stop_at, or a value it feeds); the value itself and its gradient are kept. */
 lp_status lp_run_set_lean_at(lp_run *r, const char *stop_at);
-/* What the executor's speed paths did in this run: Relus computed in the pass of the
+/* What the executor's speed paths did in this run: activations (Relu, ReLU6's Clip) computed in the pass of the
  * Conv before them (forward-only and lean runs) or of a packed Add, activations
  * stored packed as bf16 NHWC between convolutions (forward-only and lean runs in
  * bf16; lean runs their gradients too), and

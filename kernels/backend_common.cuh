@@ -25,4 +25,12 @@ __device__ __forceinline__ uint16_t to_bf16(float v) {
 }
 __device__ __forceinline__ float from_bf16(uint16_t u) { return __uint_as_float((unsigned)u << 16); }
 
+// A fused activation (lp_conv_desc.act): min(max(0, v), act) when act > 0 (INFINITY:
+// ReLU, 6: ReLU6), else v; in the very expressions of the Relu and Clip kernels, so
+// fused and unfused agree bit for bit (signed zeros included).
+__device__ __forceinline__ float lp_act(float v, float act) {
+    if (!(act > 0.f)) return v;
+    return act == INFINITY ? (v > 0.f ? v : 0.f) : fminf(fmaxf(v, 0.f), act);
+}
+
 #endif

@@ -38,9 +38,9 @@ __global__ void nchw_to_nhwc_kernel(int c, int64_t hw, const float *x, uint16_t 
     }
 }
 
-// y = act(x + bias[c] (+ y when accumulate)); act is the fused ReLU when relu.
+// y = lp_act(x + bias[c] (+ y when accumulate), act): a fused activation.
 __global__ void nhwc_to_nchw_kernel(int c, int64_t hw, const uint16_t *x, const float *bias, float *y, int accumulate,
-                                    int relu) {
+                                    float act) {
     __shared__ float t[TILE][TILE + 1];
     const int64_t b = blockIdx.z, p0 = (int64_t)blockIdx.x * TILE;
     const int c0 = blockIdx.y * TILE;
@@ -60,8 +60,7 @@ __global__ void nhwc_to_nchw_kernel(int c, int64_t hw, const uint16_t *x, const 
             float v = t[threadIdx.x][r];
             if (bias) v += bias[ch];
             if (accumulate) v += yb[o];
-            if (relu) v = v > 0.f ? v : 0.f;
-            yb[o] = v;
+            yb[o] = lp_act(v, act);
         }
     }
 }
@@ -79,15 +78,14 @@ __global__ void nchw_to_nhwc_few_kernel(int c, int64_t hw, int64_t total, const 
 }
 
 __global__ void nhwc_to_nchw_few_kernel(int c, int64_t hw, int64_t total, const uint16_t *x, const float *bias, float *y,
-                                        int accumulate, int relu) {
+                                        int accumulate, float act) {
     GRID_LOOP(i, total) { // i indexes y (NCHW)
         const int64_t plane = i / hw, p = i % hw, b = plane / c;
         const int ch = (int)(plane % c);
         float v = from_bf16(x[(b * hw + p) * c + ch]);
         if (bias) v += bias[ch];
         if (accumulate) v += y[i];
-        if (relu) v = v > 0.f ? v : 0.f;
-        y[i] = v;
+        y[i] = lp_act(v, act);
     }
 }
 
@@ -98,10 +96,8 @@ __device__ __forceinline__ float hi16(uint32_t w) { return __uint_as_float(w & 0
 __device__ __forceinline__ uint32_t pack2(float a, float b) {
     return (uint32_t)to_bf16(a) | (uint32_t)to_bf16(b) << 16;
 }
-__device__ __forceinline__ float act(float v, int relu) { return relu && !(v > 0.f) ? 0.f : v; }
-
-// y = act(a (+ b)) on n packed values: the same layout on all three, so any.
-__global__ void add_bf16_kernel(int64_t n, const uint16_t *a, const uint16_t *b, uint16_t *y, int relu) {
+// y = lp_act(a (+ b), act) on n packed values: the same layout on all three, so any.
+__global__ void add_bf16_kernel(int64_t n, const uint16_t *a, const uint16_t *b, uint16_t *y, float act) {
     GRID_LOOP(i, (n + 1) / 2) {
         const int64_t e = 2 * i;
         if (e + 1 < n) {
@@ -111,15 +107,15 @@ __global__ void add_bf16_kernel(int64_t n, const uint16_t *a, const uint16_t *b,
                 const uint32_t w = reinterpret_cast<const uint32_t *>(b)[i];
                 v0 += lo16(w), v1 += hi16(w);
             }
-            reinterpret_cast<uint32_t *>(y)[i] = pack2(act(v0, relu), act(v1, relu));
+            reinterpret_cast<uint32_t *>(y)[i] = pack2(lp_act(v0, act), lp_act(v1, act));
         } else {
-            y[e] = to_bf16(act(from_bf16(a[e]) + (b ? from_bf16(b[e]) : 0.f), relu));
+            y[e] = to_bf16(lp_act(from_bf16(a[e]) + (b ? from_bf16(b[e]) : 0.f), act));
         }
     }
 }
 
-// In place on NHWC y (n values, c channels innermost): y = act(y + bias[channel]).
-__global__ void bias_act_nhwc_bf16_kernel(int64_t n, int c, const float *bias, int relu, uint16_t *y) {
+// In place on NHWC y (n values, c channels innermost): y = lp_act(y + bias[channel], act).
+__global__ void bias_act_nhwc_bf16_kernel(int64_t n, int c, const float *bias, float act, uint16_t *y) {
     GRID_LOOP(i, (n + 1) / 2) {
         const int64_t e = 2 * i;
         const int c0 = (int)(e % c), c1 = c0 + 1 == c ? 0 : c0 + 1;
@@ -127,30 +123,32 @@ __global__ void bias_act_nhwc_bf16_kernel(int64_t n, int c, const float *bias, i
         if (e + 1 < n) {
             uint32_t *w = reinterpret_cast<uint32_t *>(y) + i;
             const uint32_t u = *w;
-            *w = pack2(act(lo16(u) + b0, relu), act(hi16(u) + b1, relu));
+            *w = pack2(lp_act(lo16(u) + b0, act), lp_act(hi16(u) + b1, act));
         } else {
-            y[e] = to_bf16(act(from_bf16(y[e]) + b0, relu));
+            y[e] = to_bf16(lp_act(from_bf16(y[e]) + b0, act));
         }
     }
 }
 
 // Does ReLU's backward of kind k pass gradient g where the output is y? LP_UN_RELU:
-// y > 0; guided backprop's rule: y > 0 and g > 0; deconvnet's: g > 0 (reads no y).
-__device__ __forceinline__ bool relu_passes(int k, float y, float g) {
-    return k == LP_UN_RELU_DECONV ? g > 0.f : y > 0.f && (k == LP_UN_RELU || g > 0.f);
+// y > 0; LP_UN_CLIP (ReLU6's, bounds 0 and cap): 0 < y < cap; guided backprop's
+// rule: y > 0 and g > 0; deconvnet's: g > 0 (reads no y).
+__device__ __forceinline__ bool relu_passes(int k, float cap, float y, float g) {
+    if (k == LP_UN_RELU_DECONV) return g > 0.f;
+    return y > 0.f && (k == LP_UN_RELU || (k == LP_UN_CLIP ? y < cap : g > 0.f));
 }
 
 // ReLU's input gradient (or a rule's, above) on packed values: dx = (dx +) dy where it
 // passes, else 0; a gradient's first contribution overwrites (the executor skips
 // clearing it), later ones add.
-__global__ void relu_bwd_bf16_kernel(int k, int64_t n, const uint16_t *y, const uint16_t *dy, uint16_t *dx,
+__global__ void relu_bwd_bf16_kernel(int k, float cap, int64_t n, const uint16_t *y, const uint16_t *dy, uint16_t *dx,
                                      int accumulate) {
     GRID_LOOP(i, (n + 1) / 2) {
         const int64_t e = 2 * i;
         if (e + 1 < n) {
             const uint32_t yy = y ? reinterpret_cast<const uint32_t *>(y)[i] : 0u;
             const uint32_t g = reinterpret_cast<const uint32_t *>(dy)[i];
-            const bool p0 = relu_passes(k, lo16(yy), lo16(g)), p1 = relu_passes(k, hi16(yy), hi16(g));
+            const bool p0 = relu_passes(k, cap, lo16(yy), lo16(g)), p1 = relu_passes(k, cap, hi16(yy), hi16(g));
             uint32_t *w = reinterpret_cast<uint32_t *>(dx) + i;
             if (accumulate) {
                 const uint32_t d = *w;
@@ -159,7 +157,7 @@ __global__ void relu_bwd_bf16_kernel(int k, int64_t n, const uint16_t *y, const 
                 *w = (p0 ? g & 0xffffu : 0u) | (p1 ? g & 0xffff0000u : 0u); // exact: no rounding
             }
         } else {
-            const float g0 = relu_passes(k, y ? from_bf16(y[e]) : 0.f, from_bf16(dy[e])) ? from_bf16(dy[e]) : 0.f;
+            const float g0 = relu_passes(k, cap, y ? from_bf16(y[e]) : 0.f, from_bf16(dy[e])) ? from_bf16(dy[e]) : 0.f;
             dx[e] = to_bf16(accumulate ? from_bf16(dx[e]) + g0 : g0);
         }
     }
@@ -197,38 +195,38 @@ int lp_k_nchw_to_nhwc_bf16(lp_stream s, int n, int c, int64_t hw, const float *x
 }
 
 int lp_k_nhwc_bf16_to_nchw(lp_stream s, int n, int c, int64_t hw, const uint16_t *x, const float *bias, float *y,
-                           int accumulate, int relu) {
+                           int accumulate, float act) {
     const int64_t total = (int64_t)n * c * hw;
     if (total <= 0) return 0;
     if (c <= FEW_CHANNELS) {
         nhwc_to_nchw_few_kernel<<<grid_for(total), LP_THREADS, 0, (cudaStream_t)s>>>(c, hw, total, x, bias, y,
-                                                                                     accumulate, relu);
+                                                                                     accumulate, act);
         LAUNCH_END;
     }
     FOR_IMAGE_BATCHES(n, b0, nb) {
         const int64_t off = (int64_t)b0 * c * hw;
         nhwc_to_nchw_kernel<<<tile_grid(c, hw, nb), dim3(TILE, TILE_ROWS), 0, (cudaStream_t)s>>>(
-            c, hw, x + off, bias, y + off, accumulate, relu);
+            c, hw, x + off, bias, y + off, accumulate, act);
     }
     LAUNCH_END;
 }
 
-int lp_k_add_bf16(lp_stream s, int64_t n, const uint16_t *a, const uint16_t *b, uint16_t *y, int relu) {
+int lp_k_add_bf16(lp_stream s, int64_t n, const uint16_t *a, const uint16_t *b, uint16_t *y, float act) {
     if (n <= 0) return 0;
-    add_bf16_kernel<<<grid_for((n + 1) / 2), LP_THREADS, 0, (cudaStream_t)s>>>(n, a, b, y, relu);
+    add_bf16_kernel<<<grid_for((n + 1) / 2), LP_THREADS, 0, (cudaStream_t)s>>>(n, a, b, y, act);
     LAUNCH_END;
 }
 
-int lp_k_relu_bwd_bf16(lp_stream s, int k, int64_t n, const uint16_t *y, const uint16_t *dy, uint16_t *dx,
+int lp_k_relu_bwd_bf16(lp_stream s, int k, float cap, int64_t n, const uint16_t *y, const uint16_t *dy, uint16_t *dx,
                        int accumulate) {
     if (n <= 0) return 0;
-    relu_bwd_bf16_kernel<<<grid_for((n + 1) / 2), LP_THREADS, 0, (cudaStream_t)s>>>(k, n, y, dy, dx, accumulate);
+    relu_bwd_bf16_kernel<<<grid_for((n + 1) / 2), LP_THREADS, 0, (cudaStream_t)s>>>(k, cap, n, y, dy, dx, accumulate);
     LAUNCH_END;
 }
 
-int lp_k_bias_act_nhwc_bf16(lp_stream s, int64_t n, int c, const float *bias, int relu, uint16_t *y) {
-    if (n <= 0 || c <= 0 || (!bias && !relu)) return 0;
-    bias_act_nhwc_bf16_kernel<<<grid_for((n + 1) / 2), LP_THREADS, 0, (cudaStream_t)s>>>(n, c, bias, relu, y);
+int lp_k_bias_act_nhwc_bf16(lp_stream s, int64_t n, int c, const float *bias, float act, uint16_t *y) {
+    if (n <= 0 || c <= 0 || (!bias && !(act > 0.f))) return 0;
+    bias_act_nhwc_bf16_kernel<<<grid_for((n + 1) / 2), LP_THREADS, 0, (cudaStream_t)s>>>(n, c, bias, act, y);
     LAUNCH_END;
 }
 

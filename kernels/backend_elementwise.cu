@@ -40,7 +40,7 @@ __device__ __forceinline__ float unary_g(int k, float p0, float p1, float x, flo
     case LP_UN_IDENTITY: return g;
     case LP_UN_RELU: return y > 0.f ? g : 0.f; // y > 0 iff x > 0: x may be freed
     case LP_UN_LEAKY_RELU: return x > 0.f ? g : p0 * g;
-    case LP_UN_CLIP: return (x >= p0 && x <= p1) ? g : 0.f;
+    case LP_UN_CLIP: return (y > p0 && y < p1) ? g : 0.f; // hardtanh's, from y: x may be freed
     case LP_UN_SIGMOID: return g * y * (1.f - y);
     case LP_UN_HARD_SIGMOID: {
         float v = __fadd_rn(__fmul_rn(p0, x), p1); // unfused: the same kink decisions as the CPU

@@ -299,12 +299,11 @@ __global__ void affine_dparam_kernel(int n, int c, int64_t hw, const float *x, c
     }
 }
 
-__global__ void bias_act_kernel(int n, int c, int64_t hw, const float *b, int relu, float *y) {
+__global__ void bias_act_kernel(int n, int c, int64_t hw, const float *b, float act, float *y) {
     GRID_LOOP(i, (int64_t)n * c * hw) {
         float v = y[i];
         if (b) v += b[(i / hw) % c];
-        if (relu) v = v > 0.f ? v : 0.f;
-        y[i] = v;
+        y[i] = lp_act(v, act);
     }
 }
 
@@ -394,10 +393,10 @@ int lp_k_channel_affine_bwd(lp_stream s, int n, int c, int64_t hw, const float *
     LAUNCH_END;
 }
 
-int lp_k_bias_act(lp_stream s, int n, int c, int64_t hw, const float *b, int relu, float *y) {
+int lp_k_bias_act(lp_stream s, int n, int c, int64_t hw, const float *b, float act, float *y) {
     int64_t total = (int64_t)n * c * hw;
-    if (total <= 0 || (!b && !relu)) return 0;
-    bias_act_kernel<<<grid_for(total), LP_THREADS, 0, (cudaStream_t)s>>>(n, c, hw, b, relu, y);
+    if (total <= 0 || (!b && !(act > 0.f))) return 0;
+    bias_act_kernel<<<grid_for(total), LP_THREADS, 0, (cudaStream_t)s>>>(n, c, hw, b, act, y);
     LAUNCH_END;
 }
 

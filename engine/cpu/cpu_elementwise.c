@@ -123,8 +123,9 @@ lp_status _lp_cpu_unary_bwd(lp_unary_kind k, const float *p, const float *x, con
     case LP_UN_LEAKY_RELU:
         BWD_SIMD(x[i] > 0.f ? dy[i] : p0 * dy[i]);
         break;
-    case LP_UN_CLIP: /* PyTorch clamp: the gradient passes where min <= x <= max */
-        BWD_SIMD((x[i] >= p0 && x[i] <= p1) ? dy[i] : 0.f);
+    case LP_UN_CLIP: /* PyTorch's hardtanh (ReLU6): the gradient passes where min < x < max,
+                      * read from y (y is strictly inside iff x is), so x may be freed */
+        BWD_SIMD((y[i] > p0 && y[i] < p1) ? dy[i] : 0.f);
         break;
     case LP_UN_SIGMOID:
         BWD_SIMD(dy[i] * y[i] * (1.f - y[i]));

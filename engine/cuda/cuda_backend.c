@@ -269,12 +269,12 @@ static lp_status g_sgd(int64_t n, float lr, float mu, float wd, float *w, const 
 }
 
 /* ---- packed activations (the bf16 table's; see lp_backend.packed) ---- */
-static lp_status g_packed_add(int64_t n, const void *a, const void *b, void *y, int relu) {
-    LP_KERNEL(lp_k_add_bf16(STREAM, n, a, b, y, relu));
+static lp_status g_packed_add(int64_t n, const void *a, const void *b, void *y, float act) {
+    LP_KERNEL(lp_k_add_bf16(STREAM, n, a, b, y, act));
     return LP_OK;
 }
-static lp_status g_unpack(int n, int c, int64_t hw, const void *x, float *y, int relu) {
-    LP_KERNEL(lp_k_nhwc_bf16_to_nchw(STREAM, n, c, hw, x, NULL, y, 0, relu));
+static lp_status g_unpack(int n, int c, int64_t hw, const void *x, float *y, float act) {
+    LP_KERNEL(lp_k_nhwc_bf16_to_nchw(STREAM, n, c, hw, x, NULL, y, 0, act));
     return LP_OK;
 }
 static lp_status g_pool_bwd_packed(const lp_pool_desc *d, const void *x, const void *dy, int dy_packed, void *dx,
@@ -287,11 +287,11 @@ static lp_status g_pack(int n, int c, int64_t hw, const float *x, void *y) {
     LP_KERNEL(lp_k_nchw_to_nhwc_bf16(STREAM, n, c, hw, x, y));
     return LP_OK;
 }
-static lp_status g_packed_relu_bwd(lp_unary_kind k, int64_t n, const void *y, const void *dy, void *dx,
+static lp_status g_packed_relu_bwd(lp_unary_kind k, float cap, int64_t n, const void *y, const void *dy, void *dx,
                                    int accumulate) {
-    if (k != LP_UN_RELU && k != LP_UN_RELU_GUIDED && k != LP_UN_RELU_DECONV)
+    if (k != LP_UN_RELU && k != LP_UN_CLIP && k != LP_UN_RELU_GUIDED && k != LP_UN_RELU_DECONV)
         return lp_fail(LP_ERR_UNSUPPORTED, "cuda packed_relu_bwd: kind %d is not a ReLU's", (int)k);
-    LP_KERNEL(lp_k_relu_bwd_bf16(STREAM, (int)k, n, y, dy, dx, accumulate));
+    LP_KERNEL(lp_k_relu_bwd_bf16(STREAM, (int)k, cap, n, y, dy, dx, accumulate));
     return LP_OK;
 }
 static lp_status g_pool_fwd_packed(const lp_pool_desc *d, const void *x, void *y, int y_packed) {

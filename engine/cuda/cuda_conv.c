@@ -259,7 +259,8 @@ lp_status _lp_cuda_conv_fwd(lp_precision prec, const lp_conv_desc *d, const floa
     conv_plan *p;
     void *ws;
     lp_conv_desc key = *d;
-    key.relu = key.accumulate = key.x_packed = key.y_packed = key.overwrite = 0; /* our epilogue's and layouts: one
+    key.act = 0.f;
+    key.accumulate = key.x_packed = key.y_packed = key.overwrite = 0; /* our epilogue's and layouts: one
                                                                                   * plan serves all */
     const lp_precision asked = prec;
     if (bf16_fallback(c, &prec, DIR_FWD, &key, &p)) return LP_ERR_UNSUPPORTED;
@@ -285,7 +286,7 @@ lp_status _lp_cuda_conv_fwd(lp_precision prec, const lp_conv_desc *d, const floa
     if (prec != LP_PREC_BF16) {
         LP_DNN(cudnnConvolutionForward(c->dnn, &one, p->x, x, p->w, w, p->conv, (cudnnConvolutionFwdAlgo_t)p->algo, ws,
                                        p->ws, d->accumulate ? &one : &zero, p->y, y));
-        LP_KERNEL(lp_k_bias_act(s, d->n, d->k, ohw, b, d->relu, y));
+        LP_KERNEL(lp_k_bias_act(s, d->n, d->k, ohw, b, d->act, y));
         return LP_OK;
     }
     /* bf16: packed ends are cuDNN's NHWC bf16 tensors as they are; fp32 ends are
@@ -299,8 +300,8 @@ lp_status _lp_cuda_conv_fwd(lp_precision prec, const lp_conv_desc *d, const floa
     LP_KERNEL(lp_k_nchw_to_nhwc_bf16(s, d->k, d->c / d->groups, (int64_t)d->kh * d->kw, w, w16));
     LP_DNN(cudnnConvolutionForward(c->dnn, &one, p->x, x16, p->w, w16, p->conv, (cudnnConvolutionFwdAlgo_t)p->algo, ws,
                                    p->ws, &zero, p->y, y16));
-    if (d->y_packed) LP_KERNEL(lp_k_bias_act_nhwc_bf16(s, (int64_t)d->n * d->k * ohw, d->k, b, d->relu, y16));
-    else LP_KERNEL(lp_k_nhwc_bf16_to_nchw(s, d->n, d->k, ohw, y16, b, y, d->accumulate, d->relu));
+    if (d->y_packed) LP_KERNEL(lp_k_bias_act_nhwc_bf16(s, (int64_t)d->n * d->k * ohw, d->k, b, d->act, y16));
+    else LP_KERNEL(lp_k_nhwc_bf16_to_nchw(s, d->n, d->k, ohw, y16, b, y, d->accumulate, d->act));
     return LP_OK;
 }
 

@@ -59,18 +59,18 @@ int lp_k_channel_affine_fwd(lp_stream s, int n, int c, int64_t hw, const float *
                             const float *shift, float *y);
 int lp_k_channel_affine_bwd(lp_stream s, int n, int c, int64_t hw, const float *x, const float *scale,
                             const float *dy, float *dx, float *dscale, float *dshift);
-/* bias over channels of NCHW, then the fused ReLU: y[n][c][p] = act(y + b[c]); b may
- * be NULL, act is max(0, .) when relu else identity */
-int lp_k_bias_act(lp_stream s, int n, int c, int64_t hw, const float *b, int relu, float *y);
+/* bias over channels of NCHW, then the fused activation: y[n][c][p] = act(y + b[c]); b
+ * may be NULL; act as lp_conv_desc.act (min(max(0, .), act) when act > 0, else identity) */
+int lp_k_bias_act(lp_stream s, int n, int c, int64_t hw, const float *b, float act, float *y);
 
 /* precision conversions (backend_convert.cu); bf16 is stored as uint16_t */
 int lp_k_f32_to_bf16(lp_stream s, int64_t n, const float *x, uint16_t *y);
 /* NCHW fp32 -> NHWC bf16 */
 int lp_k_nchw_to_nhwc_bf16(lp_stream s, int n, int c, int64_t hw, const float *x, uint16_t *y);
-/* NHWC bf16 -> NCHW fp32: y = act(x (+ bias[c] when bias) (+ y when accumulate)),
- * act = max(0, .) when relu */
+/* NHWC bf16 -> NCHW fp32: y = act(x (+ bias[c] when bias) (+ y when accumulate)), act
+ * as lp_k_bias_act's */
 int lp_k_nhwc_bf16_to_nchw(lp_stream s, int n, int c, int64_t hw, const uint16_t *x, const float *bias, float *y,
-                           int accumulate, int relu);
+                           int accumulate, float act);
 /* Packed activations (bf16; two per 32-bit word, so buffers 4-byte aligned):
  * y = act(a + b) elementwise (b may be NULL: y = act(a)); in place on NHWC y with c
  * channels innermost, y = act(y + bias[channel]) (bias may be NULL). */
@@ -80,11 +80,12 @@ int lp_k_pool_fwd_packed(lp_stream s, const lp_pool_desc *d, const uint16_t *x, 
  * dy_packed, else NCHW fp32; accumulate: add, else overwrite */
 int lp_k_pool_bwd_packed(lp_stream s, const lp_pool_desc *d, const uint16_t *x, const void *dy, int dy_packed,
                          uint16_t *dx, int accumulate);
-int lp_k_add_bf16(lp_stream s, int64_t n, const uint16_t *a, const uint16_t *b, uint16_t *y, int relu);
-/* dx (+)= (y > 0 ? dy : 0), all packed; accumulate: add, else overwrite */
-int lp_k_relu_bwd_bf16(lp_stream s, int k, int64_t n, const uint16_t *y, const uint16_t *dy, uint16_t *dx,
+int lp_k_add_bf16(lp_stream s, int64_t n, const uint16_t *a, const uint16_t *b, uint16_t *y, float act);
+/* dx (+)= dy where ReLU's backward of kind k passes it (lp_backend.packed_relu_bwd),
+ * all packed; accumulate: add, else overwrite */
+int lp_k_relu_bwd_bf16(lp_stream s, int k, float cap, int64_t n, const uint16_t *y, const uint16_t *dy, uint16_t *dx,
                        int accumulate);
-int lp_k_bias_act_nhwc_bf16(lp_stream s, int64_t n, int c, const float *bias, int relu, uint16_t *y);
+int lp_k_bias_act_nhwc_bf16(lp_stream s, int64_t n, int c, const float *bias, float act, uint16_t *y);
 
 #ifdef __cplusplus
 }

@@ -116,7 +116,7 @@ static lp_status conv_forward(lp_ctx *c, const lp_node *n, lp_tensor *const *in,
     shape_of(in, n->n_in < 3 ? n->n_in : 3, s);
     LP_TRY(conv_desc(n, s, &d));
     const float *b = n->n_in > 2 && in[2] ? in[2]->data : NULL;
-    d.relu = c->fuse_relu;
+    d.act = c->fuse_act;
     if ((c->pack_in & ~1u) || (c->pack_out & ~1u)) /* only X and Y may be packed */
         return lp_fail(LP_ERR_INTERNAL, "Conv: a packed weight or bias");
     d.x_packed = c->pack_in & 1;

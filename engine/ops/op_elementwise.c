@@ -71,17 +71,35 @@ static lp_status unary_p(lp_ctx *c, const lp_node *n, lp_tensor *const *in, floa
     return LP_OK;
 }
 
+float _lp_act_of(const lp_model *m, const lp_node *n) {
+    const unary_params *up = n->params;
+    if (!strcmp(n->op->type, "Relu")) return n->n_in == 1 ? INFINITY : 0.f;
+    if (strcmp(n->op->type, "Clip") || !up) return 0.f;
+    float b[2] = {up->p[0], up->p[1]}; /* opset < 11: attributes; else constant inputs */
+    for (int i = 1; i < n->n_in && i < 3; i++) {
+        const int v = n->in[i];
+        if (v < 0) { /* an omitted bound: none */
+            b[i - 1] = i == 1 ? -FLT_MAX : FLT_MAX;
+            continue;
+        }
+        const lp_tensor *t = m->values[v].init;
+        if (!t || t->dtype != LP_F32 || t->device != LP_DEVICE_CPU || lp_tensor_numel(t) != 1) return 0.f;
+        b[i - 1] = ((const float *)t->data)[0];
+    }
+    return b[0] == 0.f && b[1] > 0.f ? b[1] : 0.f;
+}
+
 static lp_status unary_forward(lp_ctx *c, const lp_node *n, lp_tensor *const *in, lp_tensor *const *out) {
     const unary_params *up = n->params;
     float p[2];
     if (in[0]->dtype != LP_F32) return lp_fail(LP_ERR_UNSUPPORTED, "%s on int64 data is not supported", n->op_type);
     if (c->pack_out && !c->pack_in) return lp_fail(LP_ERR_INTERNAL, "%s cannot pack an unpacked value", n->op_type);
-    if (c->pack_in) { /* a packed Relu: to a packed value, or unpacked to NCHW fp32 */
-        if (up->kind != LP_UN_RELU || in[0]->ndim != 4)
-            return lp_fail(LP_ERR_INTERNAL, "%s cannot read a packed value", n->op_type);
-        if (c->pack_out) return c->be->packed_add(lp_tensor_numel(in[0]), in[0]->data, NULL, out[0]->data, 1);
+    if (c->pack_in) { /* a packed Relu (or ReLU6): to a packed value, or unpacked to NCHW fp32 */
+        const float act = _lp_act_of(c->model, n);
+        if (!(act > 0.f) || in[0]->ndim != 4) return lp_fail(LP_ERR_INTERNAL, "%s cannot read a packed value", n->op_type);
+        if (c->pack_out) return c->be->packed_add(lp_tensor_numel(in[0]), in[0]->data, NULL, out[0]->data, act);
         return c->be->unpack((int)in[0]->shape[0], (int)in[0]->shape[1], in[0]->shape[2] * in[0]->shape[3],
-                             in[0]->data, out[0]->data, 1);
+                             in[0]->data, out[0]->data, act);
     }
     LP_TRY(unary_p(c, n, in, p));
     return c->be->unary_fwd(up->kind, p, in[0]->data, out[0]->data, lp_tensor_numel(in[0]));
@@ -91,10 +109,11 @@ lp_status _lp_relu_backward(lp_ctx *c, const lp_node *n, lp_unary_kind k, lp_ten
                             lp_tensor *const *out, lp_tensor *const *dout, lp_tensor *const *din, int accumulate) {
     if (!din[0] || !dout[0]) return LP_OK;
     const int64_t cnt = lp_tensor_numel(dout[0]);
-    if (c->pack_in || c->pack_out) { /* a lean run's packed Relu: y, dy and dx all packed */
-        if (c->pack_in != 1 || c->pack_out != 1 || (k != LP_UN_RELU_DECONV && !out[0]->data))
+    if (c->pack_in || c->pack_out) { /* a lean run's packed Relu (or ReLU6): y, dy and dx all packed */
+        const float cap = _lp_act_of(c->model, n);
+        if (c->pack_in != 1 || c->pack_out != 1 || !(cap > 0.f) || (k != LP_UN_RELU_DECONV && !out[0]->data))
             return lp_fail(LP_ERR_INTERNAL, "%s cannot take a packed gradient", n->op_type);
-        return c->be->packed_relu_bwd(k, cnt, out[0]->data, dout[0]->data, din[0]->data, accumulate);
+        return c->be->packed_relu_bwd(k, cap, cnt, out[0]->data, dout[0]->data, din[0]->data, accumulate);
     }
     return c->be->unary_bwd(k, NULL, in[0]->data, out[0]->data, dout[0]->data, din[0]->data, cnt, accumulate);
 }
@@ -104,8 +123,8 @@ static lp_status unary_backward(lp_ctx *c, const lp_node *n, lp_tensor *const *i
     const unary_params *up = n->params;
     float p[2];
     if (!din[0]) return LP_OK;
-    if (up->kind == LP_UN_RELU) return _lp_relu_backward(c, n, LP_UN_RELU, in, out, dout, din, !(c->din_fresh & 1));
-    if (c->pack_in || c->pack_out) return lp_fail(LP_ERR_INTERNAL, "%s cannot take a packed gradient", n->op_type);
+    if (up->kind == LP_UN_RELU || c->pack_in || c->pack_out) /* packed: a Relu's or ReLU6's */
+        return _lp_relu_backward(c, n, up->kind, in, out, dout, din, !(c->din_fresh & 1));
     LP_TRY(unary_p(c, n, in, p));
     return c->be->unary_bwd(up->kind, p, in[0]->data, out[0]->data, dout[0]->data, din[0]->data,
                             lp_tensor_numel(in[0]), !(c->din_fresh & 1));
@@ -199,15 +218,15 @@ static lp_status binary_forward(lp_ctx *c, const lp_node *n, lp_tensor *const *i
             return lp_fail(LP_ERR_UNSUPPORTED, "mixed int64 and float operands are not supported");
         return binary_i64(p->kind, &bc, in[0]->data, in[1]->data, out[0]->data);
     }
-    if (c->pack_in || c->pack_out || c->fuse_relu) { /* the executor packs and fuses only same-shape Adds */
+    if (c->pack_in || c->pack_out || c->fuse_act > 0.f) { /* the executor packs and fuses only same-shape Adds */
         const int64_t cnt = lp_tensor_numel(out[0]);
         const int packed = c->pack_in == 3 && c->pack_out == 1, plain = !c->pack_in && !c->pack_out;
-        if (p->kind != LP_BIN_ADD || !(packed || plain) || (plain && !c->be->add_relu) ||
+        if (p->kind != LP_BIN_ADD || !(packed || plain) || (plain && (!c->be->add_relu || c->fuse_act != INFINITY)) ||
             lp_tensor_numel(in[0]) != cnt || lp_tensor_numel(in[1]) != cnt)
             return lp_fail(LP_ERR_INTERNAL, "%s cannot mix packed and unpacked values, nor fuse a Relu here",
                            n->op_type);
         if (plain) return c->be->add_relu(cnt, in[0]->data, in[1]->data, out[0]->data); /* + its Relu */
-        return c->be->packed_add(cnt, in[0]->data, in[1]->data, out[0]->data, c->fuse_relu);
+        return c->be->packed_add(cnt, in[0]->data, in[1]->data, out[0]->data, c->fuse_act);
     }
     if (pow_scalar(p, in)) {
         float e[2] = {0, 0};

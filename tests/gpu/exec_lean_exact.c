@@ -6,10 +6,10 @@
  * it). The graphs put every kind of reader last at a branch point (a gradient's last
  * reader writes it first: Conv, Relu, Add(x, x), max pooling), leave inputs no window
  * reads (a first writer must still write them), mix grouped and asymmetrically padded
- * convolutions (the fp32 fallback), and let pooling write unpacked values to Flatten
- * and Mul. Each pass also takes a backward from an inner value, one stopping there,
- * and guided backprop's, each followed by the plain one again, which must repeat bit
- * for bit; and CUDA fp32 keep-all runs with weight gradients against the CPU (a Conv's
+ * convolutions (the fp32 fallback), let pooling write unpacked values to Flatten and
+ * Mul, and run MobileNet's ReLU6 (fused and packed; its gradient stops at the cap).
+ * Each pass also takes a backward from an inner value, one stopping there, and guided
+ * backprop's, each followed by the plain one again, which must repeat bit for bit; and CUDA fp32 keep-all runs with weight gradients against the CPU (a Conv's
  * first contribution overwrites in every precision). On the emulator every bf16 case
  * must be exact; on a GPU, where cuDNN might pick an algorithm that rounds, a case
  * counts only when unpacked bf16 equals the CPU there. */
@@ -177,6 +177,49 @@ static lp_model *model_d(void) {
     return finish(m, "gap");
 }
 
+/* Clip(x, lo, hi) as out: bounds as scalar initializer inputs (opset 11+), or as
+ * attributes (as_attrs: opset < 11). */
+static void clip(lp_model *m, const char *x, const char *out, float lo, float hi, int as_attrs) {
+    if (as_attrs) {
+        lp_node *n = &m->nodes[op(m, "Clip", x, NULL, out)];
+        lp_node_set_float(n, "min", lo);
+        lp_node_set_float(n, "max", hi);
+        return;
+    }
+    char ln[32], hn[32];
+    snprintf(ln, sizeof ln, "lo_%s", out);
+    snprintf(hn, sizeof hn, "hi_%s", out);
+    const int64_t one[1] = {1};
+    lp_tensor *lt, *ht;
+    assert_int_equal(lp_tensor_new(&lt, LP_DEVICE_CPU, LP_F32, 1, one), LP_OK);
+    assert_int_equal(lp_tensor_new(&ht, LP_DEVICE_CPU, LP_F32, 1, one), LP_OK);
+    ((float *)lt->data)[0] = lo, ((float *)ht->data)[0] = hi;
+    assert_true(lp_model_add_initializer(m, ln, lt, 1) >= 0);
+    assert_true(lp_model_add_initializer(m, hn, ht, 1) >= 0);
+    const char *in[3] = {x, ln, hn}, *o[1] = {out};
+    assert_true(lp_model_add_node(m, "Clip", out, 3, in, 1, o) >= 0);
+}
+
+/* E: MobileNet's blocks: ReLU6 (a Clip with bounds 0 and a cap, here 2 and 3 so that
+ * integer values sit at the cap and at 0, where its gradient stops) after a Conv and a
+ * depthwise Conv (fused, packed), a linear bottleneck and a residual Add, a Clip whose
+ * lower bound is not 0 (neither fused nor packed), and a ReLU6 with bounds as
+ * attributes. */
+static lp_model *model_e(void) {
+    lp_model *m = begin(3, 8, 8);
+    conv(m, "c1", "x", 3, 8, 3, 1, P1, 1, 1);
+    clip(m, "c1", "r1", 0.f, 2.f, 0);
+    conv(m, "dw", "r1", 8, 8, 3, 1, P1, 8, 1);
+    clip(m, "dw", "r2", 0.f, 3.f, 1);
+    conv(m, "c3", "r2", 8, 8, 1, 1, P0, 1, 1);
+    op(m, "Add", "c3", "r1", "a");
+    clip(m, "a", "q", -1.f, 1.f, 0);
+    conv(m, "c4", "q", 8, 6, 3, 1, P1, 1, 1);
+    clip(m, "c4", "r4", 0.f, 2.f, 0);
+    op(m, "GlobalAveragePool", "r4", NULL, "gap");
+    return finish(m, "gap");
+}
+
 static lp_tensor *host(const lp_tensor *t) {
     lp_tensor *h;
     assert_non_null(t);
@@ -314,6 +357,7 @@ static void run_model(const char *name, lp_model *m, const char *inner, int grap
             (long long)sp.graph_replays);
     assert_true(sp.packed > 0 && sp.packed_grads > 0);
     if (!strcmp(name, "A")) assert_int_equal(sp.shared_grads, 4); /* c2, a, mp, s: their Add is their last reader */
+    if (!strcmp(name, "E")) assert_int_equal(sp.fused, 3);        /* r1, r2, r4: ReLU6 in its Conv */
     lp_run *runs[] = {cpu, cpul, f32, f32l, pk, un};
     for (size_t k = 0; k < sizeof runs / sizeof *runs; k++) lp_run_free(runs[k]);
 }
@@ -341,6 +385,9 @@ void test_lean_exact(void **state) {
         lp_model_free(m);
         m = model_d();
         run_model("D", m, "s", graphs);
+        lp_model_free(m);
+        m = model_e();
+        run_model("E", m, "a", graphs);
         lp_model_free(m);
     }
     fprintf(stderr, "  %d bf16 comparisons exact%s, %d not counted\n", n_exact, on_emulator() ? " (emulator)" : "",

@@ -384,11 +384,12 @@ static void conv_case(const lp_backend *be, const char *prec, const lp_conv_desc
     tw t;
     /* Plain; with the executor's fused ReLU; accumulating before it (y = relu(y + conv
      * + b): ConvTranspose's input gradient). */
-    static const struct { int relu, acc; const char *tag; } fwd[] = {{0, 0, ""}, {1, 0, " +relu"}, {1, 1, " +acc +relu"}};
-    for (int v = 0; v < 3; v++)
+    static const struct { float act; int acc; const char *tag; } fwd[] = {
+        {0.f, 0, ""}, {INFINITY, 0, " +relu"}, {INFINITY, 1, " +acc +relu"}, {0.5f, 0, " +relu6(0.5)"}};
+    for (int v = 0; v < 4; v++)
         if (tw_begin(&t, be, "conv_fwd", "%s%s", lab, fwd[v].tag)) {
             lp_conv_desc dv = *d;
-            dv.relu = fwd[v].relu, dv.accumulate = fwd[v].acc;
+            dv.act = fwd[v].act, dv.accumulate = fwd[v].acc;
             float *gx = tw_dev(&t, x, nx), *gw = tw_dev(&t, w, nw), *gb = tw_dev(&t, b, d->k);
             outbuf y;
             out_init(&t, &y, ny, -1, 1);
@@ -1474,7 +1475,13 @@ static float h_f32(uint16_t h) {
     memcpy(&f, &u, sizeof f);
     return f;
 }
-static float h_act(float v, int relu) { return relu && !(v > 0.f) ? 0.f : v; }
+/* lp_conv_desc.act's activation: none (0), ReLU (INFINITY), else ReLU capped (ReLU6). */
+static float h_act(float v, float act) {
+    if (!(act > 0.f)) return v;
+    return act == INFINITY ? (v > 0.f ? v : 0.f) : fminf(fmaxf(v, 0.f), act);
+}
+static const float ACTS[3] = {0.f, INFINITY, 0.5f}; /* 0.5: a cap inside the test values' range, exact in bf16 */
+static const char *act_tag(float act) { return act == INFINITY ? " +relu" : act > 0.f ? " +relu6(0.5)" : ""; }
 
 /* n random bf16 values plus the guard. */
 static uint16_t *pk_rand(int64_t n) {
@@ -1530,27 +1537,30 @@ static void packed_kernels(void) {
     const int64_t ns[] = {1, 2, 7, 1000, 4099};
     tw t;
     for (size_t i = 0; i < sizeof ns / sizeof *ns; i++)
-        for (int v = 0; v < 4; v++) {
+        for (int v = 0; v < 6; v++) {
             const int64_t n = ns[i];
-            const int with_b = v & 1, relu = v >> 1;
+            const int with_b = v & 1;
+            const float act = ACTS[v >> 1];
             if (!tw_begin(&t, DUT_BF16, "packed_add", "n %lld%s%s", (long long)n, with_b ? "" : " b=NULL",
-                          relu ? " +relu" : ""))
+                          act_tag(act)))
                 return;
             uint16_t *a = pk_rand(n), *b = pk_rand(n), *y = pk_rand(n), *want = xmalloc(sizeof *want * (size_t)(n + PK_GUARD));
             memcpy(want, y, sizeof *want * (size_t)(n + PK_GUARD));
-            for (int64_t k = 0; k < n; k++) want[k] = h_bf16(h_act(h_f32(a[k]) + (with_b ? h_f32(b[k]) : 0.f), relu));
+            for (int64_t k = 0; k < n; k++) want[k] = h_bf16(h_act(h_f32(a[k]) + (with_b ? h_f32(b[k]) : 0.f), act));
             void *ga = pk_dev(&t, a, n), *gb = pk_dev(&t, b, n), *gy = pk_dev(&t, y, n);
-            DUT_CALL(&t, packed_add, n, ga, with_b ? gb : NULL, gy, relu);
+            DUT_CALL(&t, packed_add, n, ga, with_b ? gb : NULL, gy, act);
             pk_check(&t, gy, want, n, "y", 0.0);
             tw_end(&t);
             free(a), free(b), free(y), free(want);
         }
-    /* dx (+)= what passes of dy, one rounding: ReLU's (y > 0), guided backprop's (and dy > 0),
-     * deconvnet's (dy > 0; y NULL: it reads none) */
-    const lp_unary_kind rk[] = {LP_UN_RELU, LP_UN_RELU_GUIDED, LP_UN_RELU_DECONV};
+    /* dx (+)= what passes of dy, one rounding: ReLU's (y > 0), ReLU6's (0 < y < cap: 0.5
+     * here, and some y at it), guided backprop's (y > 0 and dy > 0), deconvnet's (dy > 0;
+     * y NULL: it reads none) */
+    const lp_unary_kind rk[] = {LP_UN_RELU, LP_UN_CLIP, LP_UN_RELU_GUIDED, LP_UN_RELU_DECONV};
+    const float cap = 0.5f;
     for (size_t i = 0; i < sizeof ns / sizeof *ns; i++)
         for (int acc = 0; acc < 2; acc++)
-            for (int r = 0; r < 3; r++) {
+            for (int r = 0; r < 4; r++) {
                 const int64_t n = ns[i];
                 const lp_unary_kind k = rk[r];
                 if (!tw_begin(&t, DUT_BF16, "packed_relu_bwd", "%s n %lld%s", unary_name(k), (long long)n,
@@ -1560,14 +1570,16 @@ static void packed_kernels(void) {
                          *want = xmalloc(sizeof *want * (size_t)(n + PK_GUARD));
                 if (n > 1) y[1] = 0x8000u;  /* -0: no gradient passes */
                 if (n > 2) dy[2] = 0x8000u; /* nor here under the rules */
+                for (int64_t e = 3; e < n; e += 5) y[e] = h_bf16(cap);
                 memcpy(want, dx, sizeof *want * (size_t)(n + PK_GUARD));
                 for (int64_t e = 0; e < n; e++) {
                     const float yv = h_f32(y[e]), g = h_f32(dy[e]);
-                    const int pass = k == LP_UN_RELU_DECONV ? g > 0.f : yv > 0.f && (k == LP_UN_RELU || g > 0.f);
+                    const int pass = k == LP_UN_RELU_DECONV ? g > 0.f
+                                     : yv > 0.f && (k == LP_UN_RELU || (k == LP_UN_CLIP ? yv < cap : g > 0.f));
                     want[e] = h_bf16((acc ? h_f32(dx[e]) : 0.f) + (pass ? g : 0.f));
                 }
                 void *gy = pk_dev(&t, y, n), *gdy = pk_dev(&t, dy, n), *gdx = pk_dev(&t, dx, n);
-                DUT_CALL(&t, packed_relu_bwd, k, n, k == LP_UN_RELU_DECONV ? NULL : gy, gdy, gdx, acc);
+                DUT_CALL(&t, packed_relu_bwd, k, cap, n, k == LP_UN_RELU_DECONV ? NULL : gy, gdy, gdx, acc);
                 pk_check(&t, gdx, want, n, "dx", 0.0);
                 tw_end(&t);
                 free(y), free(dy), free(dx), free(want);
@@ -1589,10 +1601,11 @@ static void packed_kernels(void) {
         free(x), free(y), free(want);
     }
     for (size_t i = 0; i < sizeof sh / sizeof *sh; i++)
-        for (int relu = 0; relu < 2; relu++) {
+        for (int a = 0; a < 3; a++) {
             const int n = sh[i][0], c = sh[i][1], hw = sh[i][2];
             const int64_t tot = (int64_t)n * c * hw;
-            if (!tw_begin(&t, DUT_BF16, "unpack", "n%d c%d hw%d%s", n, c, hw, relu ? " +relu" : "")) return;
+            const float act = ACTS[a];
+            if (!tw_begin(&t, DUT_BF16, "unpack", "n%d c%d hw%d%s", n, c, hw, act_tag(act))) return;
             uint16_t *x = pk_rand(tot);
             void *gx = pk_dev(&t, x, tot);
             outbuf y;
@@ -1600,8 +1613,8 @@ static void packed_kernels(void) {
             for (int b = 0; b < n; b++)
                 for (int ch = 0; ch < c; ch++)
                     for (int p = 0; p < hw; p++)
-                        y.want[((int64_t)b * c + ch) * hw + p] = h_act(h_f32(x[((int64_t)b * hw + p) * c + ch]), relu);
-            DUT_CALL(&t, unpack, n, c, hw, gx, y.dev, relu);
+                        y.want[((int64_t)b * c + ch) * hw + p] = h_act(h_f32(x[((int64_t)b * hw + p) * c + ch]), act);
+            DUT_CALL(&t, unpack, n, c, hw, gx, y.dev, act);
             out_check(&t, &y, "y", 0, TWIN_MEM_TOL);
             tw_end(&t);
             free(x);
@@ -1679,15 +1692,16 @@ static void packed_conv_case(const lp_conv_desc *d) {
     for (int64_t i = 0; i < nx; i++) x[i] = h_f32(h_bf16(x[i])); /* what a packed x can hold */
     uint16_t *xp = pk_rand(nx), *yp = pk_rand(ny), *want = xmalloc(sizeof *want * (size_t)(ny + PK_GUARD));
     pk_pack(d->n, d->c, (int64_t)d->h * d->w, x, xp);
-    static const struct { int xp, yp, relu, bias; const char *tag; } v[] = {
-        {1, 0, 1, 1, " x packed +relu"}, {0, 1, 0, 1, " y packed"},  {1, 1, 1, 1, " x,y packed +relu"},
-        {1, 1, 0, 1, " x,y packed"},     {1, 1, 1, 0, " x,y packed +relu b=NULL"}, {0, 1, 0, 0, " y packed b=NULL"}};
+    static const struct { int xp, yp; float act; int bias; const char *tag; } v[] = {
+        {1, 0, INFINITY, 1, " x packed +relu"}, {0, 1, 0, 1, " y packed"},  {1, 1, INFINITY, 1, " x,y packed +relu"},
+        {1, 1, 0, 1, " x,y packed"},     {1, 1, INFINITY, 0, " x,y packed +relu b=NULL"}, {0, 1, 0, 0, " y packed b=NULL"},
+        {1, 1, 0.5f, 1, " x,y packed +relu6(0.5)"}, {1, 0, 0.5f, 1, " x packed +relu6(0.5)"}};
     tw t;
     for (size_t i = 0; i < sizeof v / sizeof *v; i++) {
         conv_label(d, v[i].tag, lab, sizeof lab);
         if (!tw_begin(&t, DUT_BF16, "conv_fwd", "%s", lab)) break;
         lp_conv_desc e = *d;
-        e.relu = v[i].relu;
+        e.act = v[i].act;
         float *gx = tw_dev(&t, x, nx), *gw = tw_dev(&t, w, nw), *gb = tw_dev(&t, b, d->k), *gy = tw_dev(&t, NULL, ny);
         void *gxp = pk_dev(&t, xp, nx), *gyp = pk_dev(&t, yp, ny);
         float *bv = v[i].bias ? gb : NULL;

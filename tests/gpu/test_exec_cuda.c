@@ -370,7 +370,7 @@ static void expect_speed(const lp_run *r, int packed, int fused) {
     lp_run_speed sp;
     lp_run_speed_info(r, &sp);
     if (sp.packed != packed || sp.fused != fused)
-        fail_msg("%d values packed and %d Relus fused, expected %d and %d", sp.packed, sp.fused, packed, fused);
+        fail_msg("%d values packed and %d activations fused, expected %d and %d", sp.packed, sp.fused, packed, fused);
 }
 
 static void expect_grads_packed(const lp_run *r, int packed_grads) {

@@ -365,7 +365,7 @@ int main(int argc, char **argv) {
     lp_run_speed_info(lean, &lean_sp);
     lp_run_speed_info(fwd, &fwd_sp);
     printf("%-14s activations + gradients held: keep-all %.1f MiB, lean %.1f MiB (%.2fx less), "
-           "forward-only %.1f MiB; %d Relus fused; packed bf16 NHWC: forward-only %d values, lean %d values and "
+           "forward-only %.1f MiB; %d activations fused (Relu, ReLU6); packed bf16 NHWC: forward-only %d values, lean %d values and "
            "%d gradients; %d gradients in an Add's gradient buffer\n",
            model, full_sp.held_bytes / 1048576.0, lean_sp.held_bytes / 1048576.0,
            (double)full_sp.held_bytes / (double)(lean_sp.held_bytes ? lean_sp.held_bytes : 1),

@@ -127,12 +127,18 @@ static void run_conv_case(const conv_case *t, uint64_t seed) {
     check_close("conv_bwd_filter dw", dw, dw_r, nw, 1, 1e-5);
     check_close("conv_bwd_filter db", db, db_r, d.k, 1, 1e-5);
     /* The fused ReLU (every path: depthwise, banded, one image, many) is the Relu op
-     * applied after the convolution, bit for bit. */
+     * applied after the convolution, bit for bit; a fused ReLU6 (capped at 0.5 here,
+     * inside the values' range) the Clip op. */
     float *yf = cvec(ny, 99.f), *yu = cvec(ny, 0.f);
     lp_conv_desc dr = d;
-    dr.relu = 1;
+    dr.act = INFINITY;
     assert_int_equal(be()->conv_fwd(&dr, x, w, b, yf), LP_OK);
     assert_int_equal(be()->unary_fwd(LP_UN_RELU, NULL, y, yu, ny), LP_OK);
+    assert_memory_equal(yf, yu, sizeof(float) * (size_t)ny);
+    const float cap[2] = {0.f, 0.5f};
+    dr.act = cap[1];
+    assert_int_equal(be()->conv_fwd(&dr, x, w, b, yf), LP_OK);
+    assert_int_equal(be()->unary_fwd(LP_UN_CLIP, cap, y, yu, ny), LP_OK);
     assert_memory_equal(yf, yu, sizeof(float) * (size_t)ny);
     /* Accumulating (ConvTranspose's input gradient): y = pre + conv + b on every path,
      * and its fused ReLU is again the Relu op after it. */
@@ -141,7 +147,7 @@ static void run_conv_case(const conv_case *t, uint64_t seed) {
     da.accumulate = 1;
     assert_int_equal(be()->conv_fwd(&da, x, w, b, ya), LP_OK);
     check_close("conv_fwd accumulate", ya, y_r, ny, 1, 1e-5);
-    da.relu = 1;
+    da.act = INFINITY;
     assert_int_equal(be()->conv_fwd(&da, x, w, b, yar), LP_OK);
     assert_int_equal(be()->unary_fwd(LP_UN_RELU, NULL, ya, yu, ny), LP_OK);
     assert_memory_equal(yar, yu, sizeof(float) * (size_t)ny);
@@ -516,8 +522,9 @@ static void test_unary(void **state) {
 static void test_unary_kinks(void **state) {
     (void)state;
     float x[3] = {-0.5f, 0.7f, 0.f}, y[3], dy[3] = {1, 1, 1}, dx[3] = {0, 0, 0}, clip[2] = {-0.5f, 0.7f};
+    assert_int_equal(be()->unary_fwd(LP_UN_CLIP, clip, x, y, 3), LP_OK);
     assert_int_equal(be()->unary_bwd(LP_UN_CLIP, clip, x, y, dy, dx, 3, 1), LP_OK);
-    assert_true(dx[0] == 1.f && dx[1] == 1.f && dx[2] == 1.f); /* min <= x <= max passes */
+    assert_true(dx[0] == 0.f && dx[1] == 0.f && dx[2] == 1.f); /* hardtanh's (ReLU6's): only min < x < max passes */
     float dr[3] = {0, 0, 0}, yr[3] = {0.f, 0.7f, 0.f}; /* relu(x): ReLU's gradient reads its output */
     assert_int_equal(be()->unary_bwd(LP_UN_RELU, NULL, x, yr, dy, dr, 3, 1), LP_OK);
     assert_true(dr[2] == 0.f); /* relu'(0) = 0 */
