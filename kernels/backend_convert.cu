@@ -171,6 +171,16 @@ static dim3 tile_grid(int c, int64_t hw, int nb) {
     return dim3((unsigned)((hw + TILE - 1) / TILE), (unsigned)((c + TILE - 1) / TILE), (unsigned)nb);
 }
 
+// The packed kernels above read two values per 32-bit word: a buffer that is not
+// 4-byte aligned would fault on a GPU (not on the emulator), so it is refused here.
+static bool aligned4(const void *p) { return ((uintptr_t)p & 3u) == 0; }
+#define REQUIRE_ALIGNED4(...)                                                                                          \
+    do {                                                                                                               \
+        const void *ps_[] = {__VA_ARGS__};                                                                             \
+        for (const void *p_ : ps_)                                                                                     \
+            if (!aligned4(p_)) return (int)cudaErrorMisalignedAddress;                                                 \
+    } while (0)
+
 extern "C" {
 
 int lp_k_f32_to_bf16(lp_stream s, int64_t n, const float *x, uint16_t *y) {
@@ -213,6 +223,7 @@ int lp_k_nhwc_bf16_to_nchw(lp_stream s, int n, int c, int64_t hw, const uint16_t
 
 int lp_k_add_bf16(lp_stream s, int64_t n, const uint16_t *a, const uint16_t *b, uint16_t *y, float act) {
     if (n <= 0) return 0;
+    REQUIRE_ALIGNED4(a, b, y);
     add_bf16_kernel<<<grid_for((n + 1) / 2), LP_THREADS, 0, (cudaStream_t)s>>>(n, a, b, y, act);
     LAUNCH_END;
 }
@@ -220,12 +231,14 @@ int lp_k_add_bf16(lp_stream s, int64_t n, const uint16_t *a, const uint16_t *b, 
 int lp_k_relu_bwd_bf16(lp_stream s, int k, float cap, int64_t n, const uint16_t *y, const uint16_t *dy, uint16_t *dx,
                        int accumulate) {
     if (n <= 0) return 0;
+    REQUIRE_ALIGNED4(y, dy, dx);
     relu_bwd_bf16_kernel<<<grid_for((n + 1) / 2), LP_THREADS, 0, (cudaStream_t)s>>>(k, cap, n, y, dy, dx, accumulate);
     LAUNCH_END;
 }
 
 int lp_k_bias_act_nhwc_bf16(lp_stream s, int64_t n, int c, const float *bias, float act, uint16_t *y) {
     if (n <= 0 || c <= 0 || (!bias && !(act > 0.f))) return 0;
+    REQUIRE_ALIGNED4(y);
     bias_act_nhwc_bf16_kernel<<<grid_for((n + 1) / 2), LP_THREADS, 0, (cudaStream_t)s>>>(n, c, bias, act, y);
     LAUNCH_END;
 }
