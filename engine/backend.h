@@ -181,10 +181,12 @@ typedef struct lp_backend {
     lp_status (*lrn_bwd)(int n, int c, int64_t hw, int size, float alpha, float beta, float bias,
                          const float *x, const float *y, const float *dy, float *dx);
 
-    /* Per-channel affine (inference BatchNormalization): y = x * scale[c] + shift[c].
-     * bwd accumulates dx (may be NULL), dscale, dshift (may be NULL). */
+    /* Per-channel affine (inference BatchNormalization): y = x * scale[c] + shift[c]
+     * (shift may be NULL), then the activation act as lp_conv_desc.act's (0: none; a
+     * Relu fused into its BatchNormalization). bwd accumulates dx (may be NULL), dscale,
+     * dshift (may be NULL). */
     lp_status (*channel_affine_fwd)(int n, int c, int64_t hw, const float *x, const float *scale,
-                                    const float *shift, float *y);
+                                    const float *shift, float *y, float act);
     lp_status (*channel_affine_bwd)(int n, int c, int64_t hw, const float *x, const float *scale,
                                     const float *dy, float *dx, float *dscale, float *dshift);
 

@@ -159,9 +159,11 @@ static int packs_act(const lp_model *m, const lp_node *n) {
 
 /* Forward-only and lean runs fuse each activation (a ReLU, or ReLU6) that is a
  * convolution's only reader into the convolution's last pass (bias and activation in
- * one read and write): the pre-activation is never stored (the activations' backwards
- * read their outputs). Runs that keep activations do not fuse, since methods and
- * backward rules may read any value. */
+ * one read and write), and each one that is a BatchNormalization's (DenseNet's and
+ * pre-activation ResNets' BN -> ReLU, where BN follows a Concat or an Add and so is
+ * not folded into a Conv) into its per-channel affine: the pre-activation is never
+ * stored (the activations' backwards read their outputs). Runs that keep activations
+ * do not fuse, since methods and backward rules may read any value. */
 static lp_status plan_fusion(lp_run *r) {
     const lp_model *m = r->m;
     int *readers = lp_calloc((size_t)m->n_values + 1, sizeof *readers);
@@ -183,7 +185,9 @@ static lp_status plan_fusion(lp_run *r) {
         const lp_node *n = &m->nodes[j];
         if (!is_act(m, n) || n->n_out != 1 || n->in[0] < 0) continue;
         int v = n->in[0], i = m->values[v].producer;
-        if (i < 0 || readers[v] != 1 || strcmp(m->nodes[i].op->type, "Conv") || m->nodes[i].n_out != 1) continue;
+        const char *t = i >= 0 ? m->nodes[i].op->type : "";
+        if (i < 0 || readers[v] != 1 || (strcmp(t, "Conv") && strcmp(t, "BatchNormalization")) || m->nodes[i].n_out != 1)
+            continue;
         r->fuse[i] = j;
         r->fused[j] = 1;
     }
@@ -208,7 +212,15 @@ static int fused_away(const lp_run *r, int i) {
 /* Forget the Add+Relu pairs a packing plan fused (plan_packing). */
 static void unfuse_adds(lp_run *r) {
     for (int i = 0; r->fuse && i < r->m->n_nodes; i++)
-        if (r->fuse[i] >= 0 && strcmp(r->m->nodes[i].op->type, "Conv")) r->fused[r->fuse[i]] = 0, r->fuse[i] = -1;
+        if (r->fuse[i] >= 0 && !strcmp(r->m->nodes[i].op->type, "Add")) r->fused[r->fuse[i]] = 0, r->fuse[i] = -1;
+}
+
+/* Is node j an activation its Conv computed packed-capable (so the Conv writes its
+ * output, packed if plan_packing says so)? BatchNormalization writes fp32 only. */
+static int conv_fused(const lp_run *r, int j) {
+    if (!fused_away(r, j)) return 0;
+    const lp_model *m = r->m;
+    return !strcmp(m->nodes[m->values[m->nodes[j].in[0]].producer].op->type, "Conv") && packs_act(m, &m->nodes[j]);
 }
 
 /* Forget the memory plan: every activation and gradient the run made goes (the next
@@ -462,7 +474,7 @@ static void plan_packing(lp_run *r, const char *keep, const char *bread) { /* br
         const int p = m->values[v].producer;
         pk[v] = !keep[v] && p >= 0 && m->values[v].dtype == LP_F32 && r->shapes[v].ndim == 4 &&
                 lp_shape_numel(&r->shapes[v]) > 0 &&
-                (fused_away(r, p) ? packs_act(m, &m->nodes[p]) : packs(r, p, v, 0) && fusion_partner(r, p) < 0);
+                (fused_away(r, p) ? conv_fused(r, p) : packs(r, p, v, 0) && fusion_partner(r, p) < 0);
     }
     for (int i = 0; i < m->n_nodes; i++)
         for (int k = 0; k < m->nodes[i].n_in; k++) {

@@ -259,10 +259,10 @@ __global__ void lrn_bwd_kernel(int n, int c, int64_t hw, int size, float alpha, 
 // ---- per-channel affine and bias -------------------------------------------------
 
 __global__ void affine_fwd_kernel(int n, int c, int64_t hw, const float *x, const float *scale, const float *shift,
-                                  float *y) {
+                                  float *y, float act) {
     GRID_LOOP(i, (int64_t)n * c * hw) {
         int ch = (int)((i / hw) % c);
-        y[i] = x[i] * scale[ch] + (shift ? shift[ch] : 0.f);
+        y[i] = lp_act(x[i] * scale[ch] + (shift ? shift[ch] : 0.f), act);
     }
 }
 
@@ -376,10 +376,10 @@ int lp_k_lrn_bwd(lp_stream s, int n, int c, int64_t hw, int size, float alpha, f
 }
 
 int lp_k_channel_affine_fwd(lp_stream s, int n, int c, int64_t hw, const float *x, const float *scale,
-                            const float *shift, float *y) {
+                            const float *shift, float *y, float act) {
     int64_t total = (int64_t)n * c * hw;
     if (total <= 0) return 0;
-    affine_fwd_kernel<<<grid_for(total), LP_THREADS, 0, (cudaStream_t)s>>>(n, c, hw, x, scale, shift, y);
+    affine_fwd_kernel<<<grid_for(total), LP_THREADS, 0, (cudaStream_t)s>>>(n, c, hw, x, scale, shift, y, act);
     LAUNCH_END;
 }
 

@@ -3,7 +3,6 @@
  * (columns stay in cache); direct gemm for 1x1 stride-1; direct loops for depthwise. */
 #include "cpu_internal.h"
 
-#include <math.h>
 #include <omp.h>
 #include <stdlib.h>
 #include <string.h>
@@ -192,19 +191,6 @@ static void dw_pad_plane(const lp_conv_desc *d, const dw_geom *g, const float *x
     }
 }
 
-/* The fused activation (lp_conv_desc.act: a ReLU, or ReLU6's Clip) on rows x len
- * floats, `stride` apart, while they are cached (the same expressions as the Relu and
- * Clip ops', so fused and unfused agree bit for bit). */
-static void act_rows(float *y, int rows, int64_t len, int64_t stride, float act) {
-    for (int r = 0; r < rows; r++) {
-        float *restrict yr = y + r * stride;
-        if (act == INFINITY)
-            for (int64_t q = 0; q < len; q++) yr[q] = yr[q] > 0.f ? yr[q] : 0.f;
-        else
-            for (int64_t q = 0; q < len; q++) yr[q] = fminf(fmaxf(yr[q], 0.f), act);
-    }
-}
-
 static void dw_fwd(const lp_conv_desc *d, const float *x, const float *w, const float *b, float *y, float *scratch,
                    int nt) {
     const int64_t hw = (int64_t)d->h * d->w, ohw = (int64_t)d->oh * d->ow;
@@ -233,7 +219,7 @@ static void dw_fwd(const lp_conv_desc *d, const float *x, const float *w, const 
                                 for (int ox = 0; ox < d->ow; ox++) yr[ox] += wv * xr[(int64_t)ox * d->sw];
                         }
                     }
-                    if (d->act > 0.f) act_rows(yr, 1, d->ow, d->ow, d->act);
+                    if (d->act > 0.f) _lp_cpu_act_rows(yr, 1, d->ow, d->ow, d->act);
                 }
             }
         }
@@ -400,7 +386,7 @@ static void fwd_chunk(const lp_conv_desc *d, const conv_plan *p, const conv_io *
                         for (int64_t q = 0; q < tc; q++) yt[r * ohw + q] = (d->accumulate ? yt[r * ohw + q] : 0.f) + b[g * kg + r];
                 _lp_cpu_sgemm(0, 0, kg, (int)tc, (int)crow, 1.f, wg, (int)crow, col, (int)tc,
                               b || d->accumulate ? 1.f : 0.f, yt, (int)ohw);
-                if (d->act > 0.f) act_rows(yt, kg, tc, ohw, d->act);
+                if (d->act > 0.f) _lp_cpu_act_rows(yt, kg, tc, ohw, d->act);
             }
             continue;
         }
@@ -416,7 +402,7 @@ static void fwd_chunk(const lp_conv_desc *d, const conv_plan *p, const conv_io *
                     for (int64_t q = 0; q < ohw; q++) yg[r * ohw + q] = (d->accumulate ? yg[r * ohw + q] : 0.f) + b[g * kg + r];
             _lp_cpu_sgemm(0, 0, kg, (int)ohw, (int)crow, 1.f, wg, (int)crow, bmat, (int)ohw,
                           b || d->accumulate ? 1.f : 0.f, yg, (int)ohw);
-            if (d->act > 0.f) act_rows(yg, kg, ohw, ohw, d->act);
+            if (d->act > 0.f) _lp_cpu_act_rows(yg, kg, ohw, ohw, d->act);
         } else {
             _lp_cpu_sgemm(0, 0, kg, (int)cols, (int)crow, 1.f, wg, (int)crow, bmat, (int)cols, 0.f, out, (int)cols);
 #pragma omp parallel for collapse(2) schedule(static) if (kg * cols > LP_CPU_PAR_MIN)
@@ -429,7 +415,7 @@ static void fwd_chunk(const lp_conv_desc *d, const conv_plan *p, const conv_io *
                         for (int64_t q = 0; q < ohw; q++) dst[q] += src[q] + bv;
                     else
                         for (int64_t q = 0; q < ohw; q++) dst[q] = src[q] + bv;
-                    if (d->act > 0.f) act_rows(dst, 1, ohw, ohw, d->act);
+                    if (d->act > 0.f) _lp_cpu_act_rows(dst, 1, ohw, ohw, d->act);
                 }
             }
         }

@@ -94,6 +94,16 @@ lp_status _lp_cpu_unary_fwd(lp_unary_kind k, const float *p, const float *x, flo
     return LP_OK;
 }
 
+void _lp_cpu_act_rows(float *y, int rows, int64_t len, int64_t stride, float act) {
+    for (int r = 0; r < rows; r++) {
+        float *restrict yr = y + r * stride;
+        if (act == INFINITY)
+            for (int64_t q = 0; q < len; q++) yr[q] = yr[q] > 0.f ? yr[q] : 0.f;
+        else
+            for (int64_t q = 0; q < len; q++) yr[q] = fminf(fmaxf(yr[q], 0.f), act);
+    }
+}
+
 /* dx[i] (+)= EXPR for i < n: added when accumulate, else written (a first gradient,
  * so dx need not be cleared). */
 #define BWD_LOOP(PRAGMA, EXPR)                                               \

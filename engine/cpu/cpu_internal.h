@@ -20,6 +20,10 @@ lp_status _lp_cpu_unary_fwd(lp_unary_kind k, const float *p, const float *x, flo
 lp_status _lp_cpu_unary_bwd(lp_unary_kind k, const float *p, const float *x, const float *y, const float *dy,
                             float *dx, int64_t n, int accumulate);
 lp_status _lp_cpu_add_relu(int64_t n, const float *a, const float *b, float *y);
+/* A fused activation (lp_conv_desc.act: a ReLU, or ReLU6's Clip) on rows x len floats,
+ * `stride` apart, in place while they are cached (the same expressions as the Relu
+ * and Clip ops', so fused and unfused agree bit for bit). */
+void _lp_cpu_act_rows(float *y, int rows, int64_t len, int64_t stride, float act);
 lp_status _lp_cpu_binary_fwd(lp_binary_kind k, const lp_bcast *bc, const float *a, const float *b, float *y);
 lp_status _lp_cpu_binary_bwd(lp_binary_kind k, const lp_bcast *bc, const float *a, const float *b, const float *y,
                              const float *dy, float *da, float *db);
@@ -49,7 +53,7 @@ lp_status _lp_cpu_lrn_fwd(int n, int c, int64_t hw, int size, float alpha, float
 lp_status _lp_cpu_lrn_bwd(int n, int c, int64_t hw, int size, float alpha, float beta, float bias,
                           const float *x, const float *y, const float *dy, float *dx);
 lp_status _lp_cpu_channel_affine_fwd(int n, int c, int64_t hw, const float *x, const float *scale,
-                                     const float *shift, float *y);
+                                     const float *shift, float *y, float act);
 lp_status _lp_cpu_channel_affine_bwd(int n, int c, int64_t hw, const float *x, const float *scale,
                                      const float *dy, float *dx, float *dscale, float *dshift);
 

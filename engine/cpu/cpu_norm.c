@@ -133,13 +133,14 @@ lp_status _lp_cpu_lrn_bwd(int n, int c, int64_t hw, int size, float alpha, float
 }
 
 lp_status _lp_cpu_channel_affine_fwd(int n, int c, int64_t hw, const float *x, const float *scale, const float *shift,
-                                     float *y) {
+                                     float *y, float act) {
 #pragma omp parallel for collapse(2) schedule(static) if ((int64_t)n * c * hw > LP_CPU_PAR_MIN)
     for (int i = 0; i < n; i++) {
         for (int ch = 0; ch < c; ch++) {
             const int64_t base = ((int64_t)i * c + ch) * hw;
             const float sc = scale[ch], sh = shift ? shift[ch] : 0.f;
             for (int64_t p = 0; p < hw; p++) y[base + p] = x[base + p] * sc + sh;
+            if (act > 0.f) _lp_cpu_act_rows(y + base, 1, hw, hw, act);
         }
     }
     return LP_OK;

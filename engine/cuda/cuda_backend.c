@@ -240,8 +240,8 @@ static lp_status g_lrn_bwd(int n, int c, int64_t hw, int size, float alpha, floa
     return LP_OK;
 }
 static lp_status g_affine_fwd(int n, int c, int64_t hw, const float *x, const float *scale, const float *shift,
-                              float *y) {
-    LP_KERNEL(lp_k_channel_affine_fwd(STREAM, n, c, hw, x, scale, shift, y));
+                              float *y, float act) {
+    LP_KERNEL(lp_k_channel_affine_fwd(STREAM, n, c, hw, x, scale, shift, y, act));
     return LP_OK;
 }
 static lp_status g_affine_bwd(int n, int c, int64_t hw, const float *x, const float *scale, const float *dy, float *dx,

@@ -55,8 +55,9 @@ int lp_k_lrn_fwd(lp_stream s, int n, int c, int64_t hw, int size, float alpha, f
                  float *y);
 int lp_k_lrn_bwd(lp_stream s, int n, int c, int64_t hw, int size, float alpha, float beta, float bias, const float *x,
                  const float *dy, float *dx);
+/* y = act(x * scale[c] + shift[c]), act as lp_k_bias_act's */
 int lp_k_channel_affine_fwd(lp_stream s, int n, int c, int64_t hw, const float *x, const float *scale,
-                            const float *shift, float *y);
+                            const float *shift, float *y, float act);
 int lp_k_channel_affine_bwd(lp_stream s, int n, int c, int64_t hw, const float *x, const float *scale,
                             const float *dy, float *dx, float *dscale, float *dshift);
 /* bias over channels of NCHW, then the fused activation: y[n][c][p] = act(y + b[c]); b

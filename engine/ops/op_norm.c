@@ -153,14 +153,14 @@ static lp_status bn_backward_derived(lp_ctx *c, lp_tensor *const *in, lp_tensor 
     LP_TRY(be->channel_affine_bwd((int)in[0]->shape[0], (int)C, hw, in[0]->data, at[AUX_SCALE], dout[0]->data,
                                   din[0] ? din[0]->data : NULL, at[AUX_SUM_DYX], at[AUX_SUM_DY]));
     /* centred = sum dy x - mean sum dy (one channel a "pixel": n = 1, hw = 1) */
-    LP_TRY(be->channel_affine_fwd(1, (int)C, 1, at[AUX_SUM_DY], at[AUX_NEG_MEAN], at[AUX_SUM_DYX], at[AUX_CENTRED]));
+    LP_TRY(be->channel_affine_fwd(1, (int)C, 1, at[AUX_SUM_DY], at[AUX_NEG_MEAN], at[AUX_SUM_DYX], at[AUX_CENTRED], 0.f));
     static const int from[4] = {AUX_CENTRED, AUX_SUM_DY, AUX_SUM_DY, AUX_CENTRED};
     static const int coef[4] = {AUX_R, -1, AUX_D_MEAN, AUX_D_VAR}; /* -1: B's gradient is sum dy itself */
     for (int i = 0; i < 4; i++) {
         if (!din[i + 1]) continue;
         const float *g = at[from[i]];
         if (coef[i] >= 0) {
-            LP_TRY(be->channel_affine_fwd(1, (int)C, 1, g, at[coef[i]], NULL, at[AUX_TMP]));
+            LP_TRY(be->channel_affine_fwd(1, (int)C, 1, g, at[coef[i]], NULL, at[AUX_TMP], 0.f));
             g = at[AUX_TMP];
         }
         LP_TRY(_lp_acc(be, C, g, din[i + 1]->data));
@@ -172,13 +172,15 @@ static lp_status bn_forward(lp_ctx *c, const lp_node *n, lp_tensor *const *in, l
     int64_t C = in[0]->shape[1], hw = _lp_prod(in[0]->shape, 2, in[0]->ndim);
     if (c->aux) {
         const float *a = c->aux->data;
-        return c->be->channel_affine_fwd((int)in[0]->shape[0], (int)C, hw, in[0]->data, a, a + C, out[0]->data);
+        return c->be->channel_affine_fwd((int)in[0]->shape[0], (int)C, hw, in[0]->data, a, a + C, out[0]->data,
+                                         c->fuse_act); /* with the Relu fused into it */
     }
     float *aff = NULL, *dev = NULL;
     lp_status s = bn_affine(c, n, in, C, &aff);
     if (s == LP_OK) s = to_device(c->be, aff, 2 * C, &dev);
     if (s == LP_OK) {
-        s = c->be->channel_affine_fwd((int)in[0]->shape[0], (int)C, hw, in[0]->data, dev, dev + C, out[0]->data);
+        s = c->be->channel_affine_fwd((int)in[0]->shape[0], (int)C, hw, in[0]->data, dev, dev + C, out[0]->data,
+                                      c->fuse_act);
         c->be->free(dev);
     }
     free(aff);

@@ -7,7 +7,8 @@
  * reader writes it first: Conv, Relu, Add(x, x), max pooling), leave inputs no window
  * reads (a first writer must still write them), mix grouped and asymmetrically padded
  * convolutions (the fp32 fallback), let pooling write unpacked values to Flatten and
- * Mul, and run MobileNet's ReLU6 (fused and packed; its gradient stops at the cap).
+ * Mul, run MobileNet's ReLU6 (fused and packed; its gradient stops at the cap) and
+ * DenseNet's Concat -> BatchNormalization -> Relu (the Relu fused into the affine).
  * Each pass also takes a backward from an inner value, one stopping there, and guided
  * backprop's, each followed by the plain one again, which must repeat bit for bit; and CUDA fp32 keep-all runs with weight gradients against the CPU (a Conv's
  * first contribution overwrites in every precision). On the emulator every bf16 case
@@ -220,6 +221,49 @@ static lp_model *model_e(void) {
     return finish(m, "gap");
 }
 
+/* BatchNormalization of c channels with integer constants that keep values exact: var
+ * 1 and epsilon 0 (so the folded scale is `scale` itself), scale in {-1, 1}, mean
+ * and B in {-1, 0, 1}. */
+static void batchnorm(lp_model *m, const char *x, const char *out, int c) {
+    const char *names[4] = {"scale", "B", "mean", "var"};
+    char nm[4][32];
+    const char *in[5] = {x, nm[0], nm[1], nm[2], nm[3]}, *o[1] = {out};
+    const int64_t cs[1] = {c};
+    for (int k = 0; k < 4; k++) {
+        snprintf(nm[k], sizeof nm[k], "%s_%s", names[k], out);
+        lp_tensor *t = int_tensor(&wg, 1, cs, 0.6f);
+        float *v = t->data;
+        for (int i = 0; i < c; i++) v[i] = k == 3 ? 1.f : k == 0 ? (v[i] == 0.f ? 1.f : v[i]) : v[i];
+        assert_true(lp_model_add_initializer(m, nm[k], t, 1) >= 0);
+    }
+    const int i = lp_model_add_node(m, "BatchNormalization", out, 5, in, 1, o);
+    assert_true(i >= 0);
+    lp_node_set_float(&m->nodes[i], "epsilon", 0.f);
+}
+
+/* F: DenseNet's blocks: Concat -> BatchNormalization -> Relu -> Conv, the Relu fused
+ * into the BatchNormalization (not foldable into a Conv after a Concat), and a Conv's
+ * output concatenated onto its block's input. */
+static lp_model *model_f(void) {
+    lp_model *m = begin(3, 8, 8); /* 8 x 8: the global average's 1/64 is exact */
+    conv(m, "c1", "x", 3, 4, 3, 1, P1, 1, 1);
+    conv(m, "c2", "x", 3, 4, 3, 1, P1, 1, 0);
+    const char *cat_in[2] = {"c1", "c2"}, *cat_out[1] = {"cat"};
+    lp_node_set_int(&m->nodes[lp_model_add_node(m, "Concat", "cat", 2, cat_in, 1, cat_out)], "axis", 1);
+    batchnorm(m, "cat", "bn", 8);
+    op(m, "Relu", "bn", NULL, "r");
+    conv(m, "c3", "r", 8, 8, 1, 1, P0, 1, 1);
+    op(m, "Relu", "c3", NULL, "r3");
+    const char *cat2_in[2] = {"cat", "r3"}, *cat2_out[1] = {"cat2"};
+    lp_node_set_int(&m->nodes[lp_model_add_node(m, "Concat", "cat2", 2, cat2_in, 1, cat2_out)], "axis", 1);
+    batchnorm(m, "cat2", "bn2", 16);
+    op(m, "Relu", "bn2", NULL, "r2");
+    conv(m, "c4", "r2", 16, 6, 3, 1, P1, 1, 1);
+    op(m, "Relu", "c4", NULL, "r4");
+    op(m, "GlobalAveragePool", "r4", NULL, "gap");
+    return finish(m, "gap");
+}
+
 static lp_tensor *host(const lp_tensor *t) {
     lp_tensor *h;
     assert_non_null(t);
@@ -358,6 +402,7 @@ static void run_model(const char *name, lp_model *m, const char *inner, int grap
     assert_true(sp.packed > 0 && sp.packed_grads > 0);
     if (!strcmp(name, "A")) assert_int_equal(sp.shared_grads, 4); /* c2, a, mp, s: their Add is their last reader */
     if (!strcmp(name, "E")) assert_int_equal(sp.fused, 3);        /* r1, r2, r4: ReLU6 in its Conv */
+    if (!strcmp(name, "F")) assert_int_equal(sp.fused, 4);        /* r, r2 in their BatchNormalization; r3, r4 */
     lp_run *runs[] = {cpu, cpul, f32, f32l, pk, un};
     for (size_t k = 0; k < sizeof runs / sizeof *runs; k++) lp_run_free(runs[k]);
 }
@@ -388,6 +433,9 @@ void test_lean_exact(void **state) {
         lp_model_free(m);
         m = model_e();
         run_model("E", m, "a", graphs);
+        lp_model_free(m);
+        m = model_f();
+        run_model("F", m, "cat", graphs);
         lp_model_free(m);
     }
     fprintf(stderr, "  %d bf16 comparisons exact%s, %d not counted\n", n_exact, on_emulator() ? " (emulator)" : "",

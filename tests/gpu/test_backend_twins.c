@@ -658,6 +658,14 @@ static void t_pool(void **state) {
     group_end("pool");
 }
 
+/* lp_conv_desc.act's activation: none (0), ReLU (INFINITY), else ReLU capped (ReLU6). */
+static float h_act(float v, float act) {
+    if (!(act > 0.f)) return v;
+    return act == INFINITY ? (v > 0.f ? v : 0.f) : fminf(fmaxf(v, 0.f), act);
+}
+static const float ACTS[3] = {0.f, INFINITY, 0.5f}; /* 0.5: a cap inside the test values' range, exact in bf16 */
+static const char *act_tag(float act) { return act == INFINITY ? " +relu" : act > 0.f ? " +relu6(0.5)" : ""; }
+
 /* ---------------------------------------------------------------------------------
  * unary */
 
@@ -1320,15 +1328,16 @@ static void t_affine(void **state) {
         char lab[96];
         snprintf(lab, sizeof lab, "n%d c%d hw%lld", c[i].n, c[i].c, (long long)c[i].hw);
         tw t;
-        if (tw_begin(&t, DUT, "channel_affine_fwd", "%s", lab)) {
-            float *gx = tw_dev(&t, x, n), *gs = tw_dev(&t, sc, c[i].c), *gh = tw_dev(&t, sh, c[i].c);
-            outbuf o;
-            out_init(&t, &o, n, -1, 1);
-            REF_CALL(&t, channel_affine_fwd, c[i].n, c[i].c, c[i].hw, x, sc, sh, o.want);
-            DUT_CALL(&t, channel_affine_fwd, c[i].n, c[i].c, c[i].hw, gx, gs, gh, o.dev);
-            out_check(&t, &o, "y", 0, TWIN_FP32_TOL);
-            tw_end(&t);
-        }
+        for (int a = 0; a < 3; a++) /* plain, with a fused ReLU, with a fused ReLU6 (capped at 0.5) */
+            if (tw_begin(&t, DUT, "channel_affine_fwd", "%s%s", lab, act_tag(ACTS[a]))) {
+                float *gx = tw_dev(&t, x, n), *gs = tw_dev(&t, sc, c[i].c), *gh = tw_dev(&t, sh, c[i].c);
+                outbuf o;
+                out_init(&t, &o, n, -1, 1);
+                REF_CALL(&t, channel_affine_fwd, c[i].n, c[i].c, c[i].hw, x, sc, sh, o.want, ACTS[a]);
+                DUT_CALL(&t, channel_affine_fwd, c[i].n, c[i].c, c[i].hw, gx, gs, gh, o.dev, ACTS[a]);
+                out_check(&t, &o, "y", 0, TWIN_FP32_TOL);
+                tw_end(&t);
+            }
         /* which outputs: all; dx NULL; dscale and dshift NULL; dshift NULL */
         static const int want_out[4][3] = {{1, 1, 1}, {0, 1, 1}, {1, 0, 0}, {1, 1, 0}};
         static const char *vname[4] = {"", " dx=NULL", " dscale=dshift=NULL", " dshift=NULL"};
@@ -1475,13 +1484,6 @@ static float h_f32(uint16_t h) {
     memcpy(&f, &u, sizeof f);
     return f;
 }
-/* lp_conv_desc.act's activation: none (0), ReLU (INFINITY), else ReLU capped (ReLU6). */
-static float h_act(float v, float act) {
-    if (!(act > 0.f)) return v;
-    return act == INFINITY ? (v > 0.f ? v : 0.f) : fminf(fmaxf(v, 0.f), act);
-}
-static const float ACTS[3] = {0.f, INFINITY, 0.5f}; /* 0.5: a cap inside the test values' range, exact in bf16 */
-static const char *act_tag(float act) { return act == INFINITY ? " +relu" : act > 0.f ? " +relu6(0.5)" : ""; }
 
 /* n random bf16 values plus the guard. */
 static uint16_t *pk_rand(int64_t n) {

@@ -776,12 +776,22 @@ static void test_channel_affine(void **state) {
                 dsc_r[ch] += (double)dy[q] * x[q];
                 dsh_r[ch] += dy[q];
             }
-    assert_int_equal(be()->channel_affine_fwd(n, c, hw, x, sc, sh, y), LP_OK);
+    assert_int_equal(be()->channel_affine_fwd(n, c, hw, x, sc, sh, y, 0.f), LP_OK);
     assert_int_equal(be()->channel_affine_bwd(n, c, hw, x, sc, dy, dx, dsc, dsh), LP_OK);
     check_close("channel_affine_fwd", y, y_r, tot, 0, 1e-6);
     check_close("channel_affine_bwd dx", dx, dx_r, tot, 1, 1e-6);
     check_close("channel_affine_bwd dscale", dsc, dsc_r, c, 1, 1e-6);
     check_close("channel_affine_bwd dshift", dsh, dsh_r, c, 1, 1e-6);
+    /* with a fused ReLU / ReLU6: the affine, then the Relu / Clip op, bit for bit */
+    const float caps[2] = {INFINITY, 0.5f}, clip[2] = {0.f, 0.5f};
+    float *ya = fvec(tot), *yu = fvec(tot);
+    for (int k = 0; k < 2; k++) {
+        assert_int_equal(be()->channel_affine_fwd(n, c, hw, x, sc, sh, ya, caps[k]), LP_OK);
+        assert_int_equal(k ? be()->unary_fwd(LP_UN_CLIP, clip, y, yu, tot) : be()->unary_fwd(LP_UN_RELU, NULL, y, yu, tot),
+                         LP_OK);
+        assert_memory_equal(ya, yu, sizeof(float) * (size_t)tot);
+    }
+    free(ya), free(yu);
     free(x), free(sc), free(sh), free(dy), free(y), free(dx), free(dsc), free(dsh);
     free(y_r), free(dx_r), free(dsc_r), free(dsh_r);
 }
