@@ -244,18 +244,21 @@ static void batchnorm(lp_model *m, const char *x, const char *out, int c) {
 /* F: DenseNet's blocks: Concat -> BatchNormalization -> Relu -> Conv, the Relu fused
  * into the BatchNormalization (not foldable into a Conv after a Concat), and a Conv's
  * output concatenated onto its block's input. */
+static void concat(lp_model *m, const char *a, const char *b, const char *out) {
+    const char *in[2] = {a, b}, *o[1] = {out};
+    lp_node_set_int(&m->nodes[lp_model_add_node(m, "Concat", out, 2, in, 1, o)], "axis", 1);
+}
+
 static lp_model *model_f(void) {
     lp_model *m = begin(3, 8, 8); /* 8 x 8: the global average's 1/64 is exact */
     conv(m, "c1", "x", 3, 4, 3, 1, P1, 1, 1);
     conv(m, "c2", "x", 3, 4, 3, 1, P1, 1, 0);
-    const char *cat_in[2] = {"c1", "c2"}, *cat_out[1] = {"cat"};
-    lp_node_set_int(&m->nodes[lp_model_add_node(m, "Concat", "cat", 2, cat_in, 1, cat_out)], "axis", 1);
+    concat(m, "c1", "c2", "cat");
     batchnorm(m, "cat", "bn", 8);
     op(m, "Relu", "bn", NULL, "r");
     conv(m, "c3", "r", 8, 8, 1, 1, P0, 1, 1);
     op(m, "Relu", "c3", NULL, "r3");
-    const char *cat2_in[2] = {"cat", "r3"}, *cat2_out[1] = {"cat2"};
-    lp_node_set_int(&m->nodes[lp_model_add_node(m, "Concat", "cat2", 2, cat2_in, 1, cat2_out)], "axis", 1);
+    concat(m, "cat", "r3", "cat2");
     batchnorm(m, "cat2", "bn2", 16);
     op(m, "Relu", "bn2", NULL, "r2");
     conv(m, "c4", "r2", 16, 6, 3, 1, P1, 1, 1);
