@@ -64,6 +64,9 @@ typedef enum lp_unary_kind {
     LP_UN_ABS,
     LP_UN_POW,          /* x ^ p[0] (Pow with a scalar constant exponent) */
     LP_UN_SCALE,        /* p[0] * x + p[1] */
+    LP_UN_HARDTANH,     /* Clip's forward (p[0] = min, p[1] = max) with PyTorch's hardtanh
+                         * gradient (ReLU6's): dy where min < y < max, read from y. Clip's
+                         * own is clamp's: dy where min <= x <= max, read from x */
     /* ReLU forward, with a backward rule in place of its derivative (backward reads y,
      * dy): guided backprop's dy where y > 0 and dy > 0; deconvnet's max(0, dy). */
     LP_UN_RELU_GUIDED,
@@ -92,7 +95,7 @@ typedef struct lp_backend {
     /* The reverse: y (packed) = x (NCHW fp32, n x c x hw). */
     lp_status (*pack)(int n, int c, int64_t hw, const float *x, void *y);
     /* A ReLU's backward on n packed values, k one of LP_UN_RELU (dx (+)= y > 0 ? dy : 0),
-     * LP_UN_CLIP (ReLU6's, bounds 0 and cap: 0 < y < cap), LP_UN_RELU_GUIDED or
+     * LP_UN_HARDTANH (ReLU6's, bounds 0 and cap: 0 < y < cap), LP_UN_RELU_GUIDED or
      * LP_UN_RELU_DECONV (which reads no y); accumulate: add to dx, else overwrite. */
     lp_status (*packed_relu_bwd)(lp_unary_kind k, float cap, int64_t n, const void *y, const void *dy, void *dx,
                                  int accumulate);

@@ -1223,8 +1223,9 @@ lp_status lp_run_backward(lp_run *r, const lp_backward_opts *opts) {
      * and graph-safe rule tables are graphed, keyed by the rule functions. */
     const lp_rules *rules = opts->rules;
     uint64_t variant = (uint64_t)(opts->weight_grads ? 1 : 0) | (uint64_t)(stop + 1) << 1;
-    for (int i = 0; rules && i < rules->n; i++)
-        variant = (variant ^ (uint64_t)(uintptr_t)rules->fn[i]) * 1099511628211ull;
+    for (int i = 0; rules && i <= rules->n; i++) /* the functions, then the state they read */
+        variant = (variant ^ (uint64_t)(i < rules->n ? (uintptr_t)rules->fn[i] : (uintptr_t)rules->user)) *
+                  1099511628211ull;
     s = run_pass(r, 1, graphs_on(r) && (!rules || rules->graph_safe), of, variant, backward_nodes, &ba);
 out:
     free(req);

@@ -255,15 +255,17 @@ struct lp_rules {
                       * rules on packed nodes fp32 copies */
     int graph_safe;  /* every rule only queues device work (no host reads, allocations,
                       * syncs or state outside the pass): a CUDA run may capture the
-                      * backward as a graph, keyed by the rule functions */
+                      * backward as a graph, keyed by the rule functions and `user`
+                      * (so what `user` points to must not change between passes) */
 };
 
-/* The activation node n applies, as lp_conv_desc.act: INFINITY for a Relu, the upper
- * bound of a Clip whose constant bounds are 0 and a positive cap (ReLU6: 6); 0 for any
- * other node. A convolution (or a packed value's op) can apply it in its last pass. */
+/* The activation node n applies, as lp_conv_desc.act: INFINITY for a Relu, 6 for a
+ * ReLU6 (a Clip whose constant bounds are 0 and 6, as PyTorch exports nn.ReLU6, whose
+ * gradient is hardtanh's: LP_UN_HARDTANH, from its output); 0 for any other node. A
+ * convolution (or a packed value's op) can apply it in its last pass. */
 float _lp_act_of(const lp_model *m, const lp_node *n);
 /* A ReLU's backward of kind k (LP_UN_RELU, or a rule's: LP_UN_RELU_GUIDED /
- * LP_UN_RELU_DECONV; packed also LP_UN_CLIP, a ReLU6's) on node n, whose values are
+ * LP_UN_RELU_DECONV; packed also LP_UN_HARDTANH, a ReLU6's) on node n, whose values are
  * plain or (a lean run's) all packed: din[0] (+)= what passes of dout[0]. */
 lp_status _lp_relu_backward(lp_ctx *c, const lp_node *n, lp_unary_kind k, lp_tensor *const *in,
                             lp_tensor *const *out, lp_tensor *const *dout, lp_tensor *const *din, int accumulate);

@@ -131,11 +131,11 @@ __global__ void bias_act_nhwc_bf16_kernel(int64_t n, int c, const float *bias, f
 }
 
 // Does ReLU's backward of kind k pass gradient g where the output is y? LP_UN_RELU:
-// y > 0; LP_UN_CLIP (ReLU6's, bounds 0 and cap): 0 < y < cap; guided backprop's
+// y > 0; LP_UN_HARDTANH (ReLU6's, bounds 0 and cap): 0 < y < cap; guided backprop's
 // rule: y > 0 and g > 0; deconvnet's: g > 0 (reads no y).
 __device__ __forceinline__ bool relu_passes(int k, float cap, float y, float g) {
     if (k == LP_UN_RELU_DECONV) return g > 0.f;
-    return y > 0.f && (k == LP_UN_RELU || (k == LP_UN_CLIP ? y < cap : g > 0.f));
+    return y > 0.f && (k == LP_UN_RELU || (k == LP_UN_HARDTANH ? y < cap : g > 0.f));
 }
 
 // ReLU's input gradient (or a rule's, above) on packed values: dx = (dx +) dy where it

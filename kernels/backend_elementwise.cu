@@ -19,7 +19,8 @@ __device__ __forceinline__ float unary_f(int k, float p0, float p1, float x) {
     case LP_UN_RELU_GUIDED:
     case LP_UN_RELU_DECONV: return x > 0.f ? x : 0.f;
     case LP_UN_LEAKY_RELU: return x > 0.f ? x : p0 * x;
-    case LP_UN_CLIP: return fminf(fmaxf(x, p0), p1);
+    case LP_UN_CLIP:
+    case LP_UN_HARDTANH: return fminf(fmaxf(x, p0), p1);
     case LP_UN_SIGMOID: return 1.f / (1.f + expf(-x));
     case LP_UN_HARD_SIGMOID: return fmaxf(0.f, fminf(1.f, __fadd_rn(__fmul_rn(p0, x), p1))); // unfused, as the CPU
     case LP_UN_HARD_SWISH: return x * fminf(fmaxf(x + 3.f, 0.f), 6.f) * (1.f / 6.f);
@@ -40,7 +41,8 @@ __device__ __forceinline__ float unary_g(int k, float p0, float p1, float x, flo
     case LP_UN_IDENTITY: return g;
     case LP_UN_RELU: return y > 0.f ? g : 0.f; // y > 0 iff x > 0: x may be freed
     case LP_UN_LEAKY_RELU: return x > 0.f ? g : p0 * g;
-    case LP_UN_CLIP: return (y > p0 && y < p1) ? g : 0.f; // hardtanh's, from y: x may be freed
+    case LP_UN_CLIP: return (x >= p0 && x <= p1) ? g : 0.f;
+    case LP_UN_HARDTANH: return (y > p0 && y < p1) ? g : 0.f; // from y: x may be freed
     case LP_UN_SIGMOID: return g * y * (1.f - y);
     case LP_UN_HARD_SIGMOID: {
         float v = __fadd_rn(__fmul_rn(p0, x), p1); // unfused: the same kink decisions as the CPU

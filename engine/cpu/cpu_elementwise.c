@@ -13,9 +13,9 @@
 static float par(const float *p, int i, float dflt) { return p ? p[i] : dflt; }
 
 lp_status _lp_cpu_unary_fwd(lp_unary_kind k, const float *p, const float *x, float *y, int64_t n) {
-    const float p0 = par(p, 0, k == LP_UN_LEAKY_RELU ? 0.01f : k == LP_UN_CLIP ? -INFINITY
+    const float p0 = par(p, 0, k == LP_UN_LEAKY_RELU ? 0.01f : k == LP_UN_CLIP || k == LP_UN_HARDTANH ? -INFINITY
                                                           : k == LP_UN_HARD_SIGMOID ? 0.2f : 1.f);
-    const float p1 = par(p, 1, k == LP_UN_CLIP ? INFINITY : k == LP_UN_HARD_SIGMOID ? 0.5f : 0.f);
+    const float p1 = par(p, 1, k == LP_UN_CLIP || k == LP_UN_HARDTANH ? INFINITY : k == LP_UN_HARD_SIGMOID ? 0.5f : 0.f);
     const int par_on = n > LP_CPU_PAR_MIN;
     switch (k) {
     case LP_UN_IDENTITY:
@@ -32,6 +32,7 @@ lp_status _lp_cpu_unary_fwd(lp_unary_kind k, const float *p, const float *x, flo
         for (int64_t i = 0; i < n; i++) y[i] = x[i] > 0.f ? x[i] : p0 * x[i];
         break;
     case LP_UN_CLIP:
+    case LP_UN_HARDTANH:
 #pragma omp parallel for simd if (par_on) schedule(static)
         for (int64_t i = 0; i < n; i++) y[i] = fminf(fmaxf(x[i], p0), p1);
         break;
@@ -119,9 +120,9 @@ void _lp_cpu_act_rows(float *y, int rows, int64_t len, int64_t stride, float act
 
 lp_status _lp_cpu_unary_bwd(lp_unary_kind k, const float *p, const float *x, const float *y, const float *dy,
                             float *dx, int64_t n, int accumulate) {
-    const float p0 = par(p, 0, k == LP_UN_LEAKY_RELU ? 0.01f : k == LP_UN_CLIP ? -INFINITY
+    const float p0 = par(p, 0, k == LP_UN_LEAKY_RELU ? 0.01f : k == LP_UN_CLIP || k == LP_UN_HARDTANH ? -INFINITY
                                                           : k == LP_UN_HARD_SIGMOID ? 0.2f : 1.f);
-    const float p1 = par(p, 1, k == LP_UN_CLIP ? INFINITY : k == LP_UN_HARD_SIGMOID ? 0.5f : 0.f);
+    const float p1 = par(p, 1, k == LP_UN_CLIP || k == LP_UN_HARDTANH ? INFINITY : k == LP_UN_HARD_SIGMOID ? 0.5f : 0.f);
     const int par_on = n > LP_CPU_PAR_MIN;
     switch (k) {
     case LP_UN_IDENTITY:
@@ -133,8 +134,11 @@ lp_status _lp_cpu_unary_bwd(lp_unary_kind k, const float *p, const float *x, con
     case LP_UN_LEAKY_RELU:
         BWD_SIMD(x[i] > 0.f ? dy[i] : p0 * dy[i]);
         break;
-    case LP_UN_CLIP: /* PyTorch's hardtanh (ReLU6): the gradient passes where min < x < max,
-                      * read from y (y is strictly inside iff x is), so x may be freed */
+    case LP_UN_CLIP: /* PyTorch clamp: the gradient passes where min <= x <= max */
+        BWD_SIMD((x[i] >= p0 && x[i] <= p1) ? dy[i] : 0.f);
+        break;
+    case LP_UN_HARDTANH: /* PyTorch's hardtanh (ReLU6): where min < x < max, read from y (y is
+                          * strictly inside iff x is), so x may be freed */
         BWD_SIMD((y[i] > p0 && y[i] < p1) ? dy[i] : 0.f);
         break;
     case LP_UN_SIGMOID:

@@ -81,9 +81,10 @@ static lp_status g_pool_bwd(const lp_pool_desc *d, const float *x, const float *
 /* ---- elementwise ---- */
 /* The CPU twin's defaults for absent parameters. */
 static void unary_params(lp_unary_kind k, const float *p, float *p0, float *p1) {
-    const int two = k == LP_UN_CLIP || k == LP_UN_HARD_SIGMOID || k == LP_UN_SCALE; /* kinds that read p[1] */
-    *p0 = p ? p[0] : k == LP_UN_LEAKY_RELU ? 0.01f : k == LP_UN_CLIP ? -INFINITY : k == LP_UN_HARD_SIGMOID ? 0.2f : 1.f;
-    *p1 = p && two ? p[1] : k == LP_UN_CLIP ? INFINITY : k == LP_UN_HARD_SIGMOID ? 0.5f : 0.f;
+    const int clip = k == LP_UN_CLIP || k == LP_UN_HARDTANH;
+    const int two = clip || k == LP_UN_HARD_SIGMOID || k == LP_UN_SCALE; /* kinds that read p[1] */
+    *p0 = p ? p[0] : k == LP_UN_LEAKY_RELU ? 0.01f : clip ? -INFINITY : k == LP_UN_HARD_SIGMOID ? 0.2f : 1.f;
+    *p1 = p && two ? p[1] : clip ? INFINITY : k == LP_UN_HARD_SIGMOID ? 0.5f : 0.f;
 }
 static lp_status g_unary_fwd(lp_unary_kind k, const float *p, const float *x, float *y, int64_t n) {
     if ((int)k < 0 || k >= LP_UN_COUNT) return lp_fail(LP_ERR_UNSUPPORTED, "cuda unary_fwd: unknown kind %d", (int)k);
@@ -289,7 +290,7 @@ static lp_status g_pack(int n, int c, int64_t hw, const float *x, void *y) {
 }
 static lp_status g_packed_relu_bwd(lp_unary_kind k, float cap, int64_t n, const void *y, const void *dy, void *dx,
                                    int accumulate) {
-    if (k != LP_UN_RELU && k != LP_UN_CLIP && k != LP_UN_RELU_GUIDED && k != LP_UN_RELU_DECONV)
+    if (k != LP_UN_RELU && k != LP_UN_HARDTANH && k != LP_UN_RELU_GUIDED && k != LP_UN_RELU_DECONV)
         return lp_fail(LP_ERR_UNSUPPORTED, "cuda packed_relu_bwd: kind %d is not a ReLU's", (int)k);
     LP_KERNEL(lp_k_relu_bwd_bf16(STREAM, (int)k, cap, n, y, dy, dx, accumulate));
     return LP_OK;

@@ -27,12 +27,12 @@ void lp_op_backward_reads(const lp_model *m, const lp_node *n, const char *din_r
         }
     /* unary ops whose gradient is a function of the output; later inputs (Clip's
      * bounds) stay read */
-    if (is(n, "Relu") || is(n, "Clip") || is(n, "Sigmoid") || is(n, "Tanh") || is(n, "Exp") || is(n, "Sqrt") ||
-        is(n, "Softmax") || is(n, "LogSoftmax")) {
+    if (is(n, "Relu") || (is(n, "Clip") && _lp_act_of(m, n) > 0.f) || is(n, "Sigmoid") || is(n, "Tanh") ||
+        is(n, "Exp") || is(n, "Sqrt") || is(n, "Softmax") || is(n, "LogSoftmax")) { /* Clip: a ReLU6's (hardtanh) */
         in_read[0] = 0;
         return;
     }
-    if (is(n, "LeakyRelu") || is(n, "HardSigmoid") || is(n, "HardSwish") || is(n, "Erf") ||
+    if (is(n, "LeakyRelu") || is(n, "Clip") || is(n, "HardSigmoid") || is(n, "HardSwish") || is(n, "Erf") ||
         is(n, "Log") || is(n, "Abs") || is(n, "MaxPool") || is(n, "GlobalMaxPool")) {
         *out_read = 0; /* from the input alone (max pools recompute the argmax) */
         return;

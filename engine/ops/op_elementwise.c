@@ -82,11 +82,11 @@ float _lp_act_of(const lp_model *m, const lp_node *n) {
             b[i - 1] = i == 1 ? -FLT_MAX : FLT_MAX;
             continue;
         }
-        const lp_tensor *t = m->values[v].init;
+        const lp_tensor *t = m ? m->values[v].init : NULL;
         if (!t || t->dtype != LP_F32 || t->device != LP_DEVICE_CPU || lp_tensor_numel(t) != 1) return 0.f;
         b[i - 1] = ((const float *)t->data)[0];
     }
-    return b[0] == 0.f && b[1] > 0.f ? b[1] : 0.f;
+    return b[0] == 0.f && b[1] == 6.f ? 6.f : 0.f; /* ReLU6; other Clips keep clamp's gradient */
 }
 
 static lp_status unary_forward(lp_ctx *c, const lp_node *n, lp_tensor *const *in, lp_tensor *const *out) {
@@ -123,11 +123,13 @@ static lp_status unary_backward(lp_ctx *c, const lp_node *n, lp_tensor *const *i
     const unary_params *up = n->params;
     float p[2];
     if (!din[0]) return LP_OK;
-    if (up->kind == LP_UN_RELU || c->pack_in || c->pack_out) /* packed: a Relu's or ReLU6's */
-        return _lp_relu_backward(c, n, up->kind, in, out, dout, din, !(c->din_fresh & 1));
+    /* a ReLU6 (Clip(0, 6)) takes hardtanh's gradient, as PyTorch's nn.ReLU6 */
+    const lp_unary_kind k = up->kind == LP_UN_CLIP && _lp_act_of(c->model, n) > 0.f ? LP_UN_HARDTANH : up->kind;
+    if (k == LP_UN_RELU || c->pack_in || c->pack_out) /* packed: a Relu's or ReLU6's */
+        return _lp_relu_backward(c, n, k, in, out, dout, din, !(c->din_fresh & 1));
     LP_TRY(unary_p(c, n, in, p));
-    return c->be->unary_bwd(up->kind, p, in[0]->data, out[0]->data, dout[0]->data, din[0]->data,
-                            lp_tensor_numel(in[0]), !(c->din_fresh & 1));
+    return c->be->unary_bwd(k, p, in[0]->data, out[0]->data, dout[0]->data, din[0]->data, lp_tensor_numel(in[0]),
+                            !(c->din_fresh & 1));
 }
 
 #define UNARY_OP(NAME) \

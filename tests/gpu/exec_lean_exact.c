@@ -58,20 +58,26 @@ static void set_window(lp_node *n, int k, int s, const int64_t pads[4]) {
     lp_node_set_ints(n, "pads", 4, pads);
 }
 
-/* Conv `name` (k x c/group x kh x kh, stride, pads) with sparse integer weights and bias. */
-static void conv(lp_model *m, const char *name, const char *x, int c, int k, int kh, int stride, const int64_t pads[4],
-                 int group, int bias) {
+/* Conv `name` (k x c/group x kh x kh, stride, pads) with integer weights (nonzero for a
+ * fraction `frac`) and bias. */
+static void conv_frac(lp_model *m, const char *name, const char *x, int c, int k, int kh, int stride,
+                      const int64_t pads[4], int group, int bias, float frac) {
     char wn[32], bn[32];
     snprintf(wn, sizeof wn, "w_%s", name);
     snprintf(bn, sizeof bn, "b_%s", name);
     const int64_t ws[4] = {k, c / group, kh, kh}, bs[1] = {k};
-    assert_true(lp_model_add_initializer(m, wn, int_tensor(&wg, 4, ws, 0.12f), 1) >= 0);
+    assert_true(lp_model_add_initializer(m, wn, int_tensor(&wg, 4, ws, frac), 1) >= 0);
     if (bias) assert_true(lp_model_add_initializer(m, bn, int_tensor(&wg, 1, bs, 0.5f), 1) >= 0);
     const char *in[3] = {x, wn, bn}, *out[1] = {name};
     int i = lp_model_add_node(m, "Conv", name, bias ? 3 : 2, in, 1, out);
     assert_true(i >= 0);
     set_window(&m->nodes[i], kh, stride, pads);
     lp_node_set_int(&m->nodes[i], "group", group);
+}
+
+static void conv(lp_model *m, const char *name, const char *x, int c, int k, int kh, int stride, const int64_t pads[4],
+                 int group, int bias) {
+    conv_frac(m, name, x, c, k, kh, stride, pads, group, bias, 0.12f); /* sparse */
 }
 
 static const int64_t P0[4] = {0, 0, 0, 0}, P1[4] = {1, 1, 1, 1}, PA[4] = {0, 1, 2, 1};
@@ -201,22 +207,22 @@ static void clip(lp_model *m, const char *x, const char *out, float lo, float hi
     assert_true(lp_model_add_node(m, "Clip", out, 3, in, 1, o) >= 0);
 }
 
-/* E: MobileNet's blocks: ReLU6 (a Clip with bounds 0 and a cap, here 2 and 3 so that
- * integer values sit at the cap and at 0, where its gradient stops) after a Conv and a
- * depthwise Conv (fused, packed), a linear bottleneck and a residual Add, a Clip whose
- * lower bound is not 0 (neither fused nor packed), and a ReLU6 with bounds as
+/* E: MobileNet's blocks: ReLU6 (Clip(0, 6); denser weights, so that integer values sit
+ * at 6 and at 0, where its gradient stops) after a Conv and a depthwise Conv (fused,
+ * packed), a linear bottleneck and a residual Add, a Clip that is not a ReLU6 (clamp's
+ * gradient, from its input: neither fused nor packed), and a ReLU6 with bounds as
  * attributes. */
 static lp_model *model_e(void) {
     lp_model *m = begin(3, 8, 8);
-    conv(m, "c1", "x", 3, 8, 3, 1, P1, 1, 1);
-    clip(m, "c1", "r1", 0.f, 2.f, 0);
-    conv(m, "dw", "r1", 8, 8, 3, 1, P1, 8, 1);
-    clip(m, "dw", "r2", 0.f, 3.f, 1);
+    conv_frac(m, "c1", "x", 3, 8, 3, 1, P1, 1, 1, 0.6f);
+    clip(m, "c1", "r1", 0.f, 6.f, 0);
+    conv_frac(m, "dw", "r1", 8, 8, 3, 1, P1, 8, 1, 0.6f);
+    clip(m, "dw", "r2", 0.f, 6.f, 1);
     conv(m, "c3", "r2", 8, 8, 1, 1, P0, 1, 1);
     op(m, "Add", "c3", "r1", "a");
-    clip(m, "a", "q", -1.f, 1.f, 0);
-    conv(m, "c4", "q", 8, 6, 3, 1, P1, 1, 1);
-    clip(m, "c4", "r4", 0.f, 2.f, 0);
+    clip(m, "a", "q", 0.f, 2.f, 0);
+    conv_frac(m, "c4", "q", 8, 6, 3, 1, P1, 1, 1, 0.6f);
+    clip(m, "c4", "r4", 0.f, 6.f, 0);
     op(m, "GlobalAveragePool", "r4", NULL, "gap");
     return finish(m, "gap");
 }
@@ -341,6 +347,15 @@ static void run_model(const char *name, lp_model *m, const char *inner, int grap
         lp_tensor *seed = int_tensor(&g, os.ndim, os.d, 0.7f);
         assert_non_null(lp_run_value(cpu, inner));
         const lp_shape vs = lp_tensor_shape(lp_run_value(cpu, inner));
+        if (!strcmp(name, "E")) { /* ReLU6's inputs at 6 itself, and beyond: where its gradient stops */
+            const lp_tensor *c1 = lp_run_value(cpu, "c1");
+            int64_t at = 0, over = 0;
+            for (int64_t i = 0; i < lp_tensor_numel(c1); i++) {
+                at += ((const float *)c1->data)[i] == 6.f;
+                over += ((const float *)c1->data)[i] > 6.f;
+            }
+            assert_true(at > 0 && over > 0);
+        }
         lp_backward_opts bo = {.seed = seed}, bw = {.seed = seed, .weight_grads = 1};
         /* keep-all with weight gradients: CUDA fp32 against the CPU */
         lp_tensor *gc = grad_of(cpu, x, &bw, 0, "x"), *gf = grad_of(f32, x, &bw, 0, "x");

@@ -672,7 +672,7 @@ static const char *act_tag(float act) { return act == INFINITY ? " +relu" : act 
 static const char *unary_name(lp_unary_kind k) {
     static const char *names[] = {"identity", "relu", "leaky_relu", "clip", "sigmoid", "hard_sigmoid",
                                   "hard_swish", "erf", "sqrt", "tanh", "exp", "log", "neg", "abs", "pow", "scale",
-                                  "relu_guided", "relu_deconv"};
+                                  "hardtanh", "relu_guided", "relu_deconv"};
     return (unsigned)k < LP_UN_COUNT ? names[k] : "?";
 }
 
@@ -762,6 +762,8 @@ static void t_unary(void **state) {
         {LP_UN_POW, {-0.5f, 0}, 1, 0.2f, 3, 0},             /* the rsqrt of LayerNorm */
         {LP_UN_SCALE, {0, 0}, 0, -4, 4, 0},
         {LP_UN_SCALE, {2.5f, -1.f}, 1, -4, 4, 0},
+        {LP_UN_HARDTANH, {0.f, 6.f}, 1, -8, 8, 1},         /* ReLU6 (PyTorch's gradient) */
+        {LP_UN_HARDTANH, {-0.5f, 0.8f}, 1, -2, 2, 1},
         {LP_UN_RELU_GUIDED, {0, 0}, 0, -4, 4, 1},          /* guided backprop's rule */
         {LP_UN_RELU_DECONV, {0, 0}, 0, -4, 4, 1},          /* deconvnet's */
     };
@@ -1558,7 +1560,7 @@ static void packed_kernels(void) {
     /* dx (+)= what passes of dy, one rounding: ReLU's (y > 0), ReLU6's (0 < y < cap: 0.5
      * here, and some y at it), guided backprop's (y > 0 and dy > 0), deconvnet's (dy > 0;
      * y NULL: it reads none) */
-    const lp_unary_kind rk[] = {LP_UN_RELU, LP_UN_CLIP, LP_UN_RELU_GUIDED, LP_UN_RELU_DECONV};
+    const lp_unary_kind rk[] = {LP_UN_RELU, LP_UN_HARDTANH, LP_UN_RELU_GUIDED, LP_UN_RELU_DECONV};
     const float cap = 0.5f;
     for (size_t i = 0; i < sizeof ns / sizeof *ns; i++)
         for (int acc = 0; acc < 2; acc++)
@@ -1577,7 +1579,7 @@ static void packed_kernels(void) {
                 for (int64_t e = 0; e < n; e++) {
                     const float yv = h_f32(y[e]), g = h_f32(dy[e]);
                     const int pass = k == LP_UN_RELU_DECONV ? g > 0.f
-                                     : yv > 0.f && (k == LP_UN_RELU || (k == LP_UN_CLIP ? yv < cap : g > 0.f));
+                                     : yv > 0.f && (k == LP_UN_RELU || (k == LP_UN_HARDTANH ? yv < cap : g > 0.f));
                     want[e] = h_bf16((acc ? h_f32(dx[e]) : 0.f) + (pass ? g : 0.f));
                 }
                 void *gy = pk_dev(&t, y, n), *gdy = pk_dev(&t, dy, n), *gdx = pk_dev(&t, dx, n);
@@ -1634,6 +1636,9 @@ static void packed_kernels(void) {
         printf("%s  %-18s %-62s status %s, message \"%s\"\n", ok ? "PASS" : "FAIL", t.fn, t.label, lp_status_str(s),
                msg ? msg : "(null)");
         count(ok);
+    } else if (!t.err) {
+        printf("FAIL  %-18s %-62s no device buffer\n", t.fn, t.label);
+        count(0);
     }
     tw_end(&t);
     free(a);

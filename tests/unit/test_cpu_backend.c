@@ -452,7 +452,8 @@ static double unary_ref(lp_unary_kind k, const float *p, double x) {
     case LP_UN_IDENTITY: return x;
     case LP_UN_RELU: return x > 0 ? x : 0;
     case LP_UN_LEAKY_RELU: return x > 0 ? x : p[0] * x;
-    case LP_UN_CLIP: return fmin(fmax(x, p[0]), p[1]);
+    case LP_UN_CLIP:
+    case LP_UN_HARDTANH: return fmin(fmax(x, p[0]), p[1]);
     case LP_UN_SIGMOID: return 1 / (1 + exp(-x));
     case LP_UN_HARD_SIGMOID: return fmax(0, fmin(1, p[0] * x + p[1]));
     case LP_UN_HARD_SWISH: return x * fmin(fmax(x + 3, 0), 6) / 6;
@@ -478,6 +479,7 @@ static void test_unary(void **state) {
     float params[LP_UN_COUNT][2] = {{0}};
     params[LP_UN_LEAKY_RELU][0] = 0.1f;
     params[LP_UN_CLIP][0] = -0.5f, params[LP_UN_CLIP][1] = 0.7f;
+    params[LP_UN_HARDTANH][0] = -0.5f, params[LP_UN_HARDTANH][1] = 0.7f;
     params[LP_UN_HARD_SIGMOID][0] = 0.2f, params[LP_UN_HARD_SIGMOID][1] = 0.5f;
     params[LP_UN_POW][0] = 3.f;
     params[LP_UN_SCALE][0] = -1.5f, params[LP_UN_SCALE][1] = 0.25f;
@@ -524,7 +526,10 @@ static void test_unary_kinks(void **state) {
     float x[3] = {-0.5f, 0.7f, 0.f}, y[3], dy[3] = {1, 1, 1}, dx[3] = {0, 0, 0}, clip[2] = {-0.5f, 0.7f};
     assert_int_equal(be()->unary_fwd(LP_UN_CLIP, clip, x, y, 3), LP_OK);
     assert_int_equal(be()->unary_bwd(LP_UN_CLIP, clip, x, y, dy, dx, 3, 1), LP_OK);
-    assert_true(dx[0] == 0.f && dx[1] == 0.f && dx[2] == 1.f); /* hardtanh's (ReLU6's): only min < x < max passes */
+    assert_true(dx[0] == 1.f && dx[1] == 1.f && dx[2] == 1.f); /* clamp's: min <= x <= max passes */
+    float dh[3] = {0, 0, 0};
+    assert_int_equal(be()->unary_bwd(LP_UN_HARDTANH, clip, NULL, y, dy, dh, 3, 1), LP_OK);
+    assert_true(dh[0] == 0.f && dh[1] == 0.f && dh[2] == 1.f); /* hardtanh's (ReLU6's), from y: min < x < max */
     float dr[3] = {0, 0, 0}, yr[3] = {0.f, 0.7f, 0.f}; /* relu(x): ReLU's gradient reads its output */
     assert_int_equal(be()->unary_bwd(LP_UN_RELU, NULL, x, yr, dy, dr, 3, 1), LP_OK);
     assert_true(dr[2] == 0.f); /* relu'(0) = 0 */
