@@ -134,11 +134,17 @@ for pkg in $PACKAGES; do
     # The installed version: the libraries the binaries were linked against.
     ver=$(dpkg-query -W -f='${Version}' "$pkg" 2>/dev/null) || die "$pkg is not installed here (scripts/install-deps.sh)"
     deb="$WORK/debs/${pkg}_${ver//:/%3a}_amd64.deb" # apt-get download's file name
-    if [ ! -f "$deb" ]; then
-        (cd "$WORK/debs" && apt-get download "$pkg=$ver" >/dev/null 2>"$WORK/apt.err") ||
-            { cat "$WORK/apt.err"; die "apt-get download $pkg=$ver failed"; }
-        [ -f "$deb" ] || die "apt-get download $pkg=$ver left no $deb"
+    if [ ! -f "$deb" ] && ! (cd "$WORK/debs" && apt-get download "$pkg=$ver" >/dev/null 2>"$WORK/apt.err"); then
+        # The archive has moved past the installed version (a security update): that
+        # version's files are the installed ones, so take them from here, as dpkg lists them.
+        echo "  $pkg $ver is no longer in the archive ($(tail -1 "$WORK/apt.err")): taking its installed files"
+        dpkg -L "$pkg" | while read -r f; do
+            if [ -f "$f" ] || [ -L "$f" ]; then cp -d --parents "$f" "$WORK/root/" || exit 1; fi
+        done || die "copying $pkg's installed files failed"
+        MANIFEST="$MANIFEST$pkg $ver (installed files)\n"
+        continue
     fi
+    [ -f "$deb" ] || die "apt-get download $pkg=$ver left no $deb"
     dpkg -x "$deb" "$WORK/root"
     MANIFEST="$MANIFEST$pkg $ver\n"
 done
