@@ -5,7 +5,6 @@
  * modified backward passes (guided, deconvnet, LRP) reuse this code unchanged. */
 #include "internal.h"
 
-#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -144,18 +143,9 @@ void lp_run_free(lp_run *r) {
 }
 
 /* Is node n an activation a convolution can apply in its last pass: a Relu, or a
- * Clip with constant bounds 0 and a cap (ReLU6, as PyTorch exports it)? */
+ * ReLU6 (Clip(0, 6), as PyTorch exports it)? Both may also run on packed values: 6 is
+ * exact in bf16, so a packed output at the cap still tells the backward where to stop. */
 static int is_act(const lp_model *m, const lp_node *n) { return _lp_act_of(m, n) > 0.f; }
-
-/* ... and can its values be packed? Its cap must be exact in bf16 (a ReLU's, ReLU6's
- * 6), so that a packed output at the cap still tells the backward the input was at or
- * above it. */
-static int packs_act(const lp_model *m, const lp_node *n) {
-    const float a = _lp_act_of(m, n);
-    uint32_t u;
-    memcpy(&u, &a, sizeof u);
-    return a > 0.f && (a == INFINITY || !(u & 0xffffu));
-}
 
 /* Forward-only and lean runs fuse each activation (a ReLU, or ReLU6) that is a
  * convolution's only reader into the convolution's last pass (bias and activation in
@@ -215,12 +205,11 @@ static void unfuse_adds(lp_run *r) {
         if (r->fuse[i] >= 0 && !strcmp(r->m->nodes[i].op->type, "Add")) r->fused[r->fuse[i]] = 0, r->fuse[i] = -1;
 }
 
-/* Is node j an activation its Conv computed packed-capable (so the Conv writes its
- * output, packed if plan_packing says so)? BatchNormalization writes fp32 only. */
+/* Is node j an activation its Conv computed (so the Conv writes its output, packed if
+ * plan_packing says so)? A BatchNormalization's writes fp32 only. */
 static int conv_fused(const lp_run *r, int j) {
-    if (!fused_away(r, j)) return 0;
     const lp_model *m = r->m;
-    return !strcmp(m->nodes[m->values[m->nodes[j].in[0]].producer].op->type, "Conv") && packs_act(m, &m->nodes[j]);
+    return fused_away(r, j) && !strcmp(m->nodes[m->values[m->nodes[j].in[0]].producer].op->type, "Conv");
 }
 
 /* Forget the memory plan: every activation and gradient the run made goes (the next
@@ -434,8 +423,8 @@ static int pools(const lp_node *n) {
 
 /* Can node i hold value v packed (lp_backend.packed), as its output or (as_input)
  * an input? Convolutions and pooling read and write the layout directly (v as the
- * data input, not a weight), forward and backward; Relu (and ReLU6, packs_act) and
- * same-shape Add are elementwise, so any layout is theirs. Of these, a lean backward
+ * data input, not a weight), forward and backward; Relu (and ReLU6) and same-shape
+ * Add are elementwise, so any layout is theirs. Of these, a lean backward
  * reads only a Relu's output and a max pooling's input (a Conv's input only for
  * weight gradients, which lean runs never take), and reads them packed. */
 static int packs(const lp_run *r, int i, int v, int as_input) {
@@ -443,7 +432,7 @@ static int packs(const lp_run *r, int i, int v, int as_input) {
     const char *t = n->op->type;
     if (!strcmp(t, "Conv"))
         return !as_input || (n->in[0] == v && n->in[1] != v && (n->n_in < 3 || n->in[2] != v));
-    if (is_act(r->m, n)) return packs_act(r->m, n) && (!as_input || n->in[0] == v);
+    if (is_act(r->m, n)) return !as_input || n->in[0] == v; /* not a Clip's bounds */
     if (pools(n)) return n->in[0] == v || n->out[0] == v; /* not its unused Indices */
     if (!strcmp(t, "Add"))
         return n->n_in == 2 && n->in[0] >= 0 && n->in[1] >= 0 &&
@@ -455,8 +444,8 @@ static int packs(const lp_run *r, int i, int v, int as_input) {
 /* Which activations a forward-only or lean run stores packed, as bf16 NHWC (backends
  * with lp_backend.packed; LOUPE_PACK=0 turns it off): 4-D values the caller does not
  * keep, that a Conv (or the Relu fused into one), a same-shape Add, a Relu or a
- * pooling writes and only such nodes read ("Relu" here: also ReLU6's Clip). An Add's inputs and output are packed
- * together or not at all; a pooling (and, forward-only, a Relu) may read a packed
+ * pooling writes and only such nodes read ("Relu" here: also ReLU6). An Add's inputs
+ * and output are packed together or not at all; a pooling (and, forward-only, a Relu) may read a packed
  * value and write it unpacked (where the network leaves its convolutions), not the
  * reverse. Everything else stays fp32 NCHW, so other ops never see the layout. A lean
  * run packs those values' gradients too (gpacked), and the values its backward reads

@@ -78,10 +78,7 @@ float _lp_act_of(const lp_model *m, const lp_node *n) {
     float b[2] = {up->p[0], up->p[1]}; /* opset < 11: attributes; else constant inputs */
     for (int i = 1; i < n->n_in && i < 3; i++) {
         const int v = n->in[i];
-        if (v < 0) { /* an omitted bound: none */
-            b[i - 1] = i == 1 ? -FLT_MAX : FLT_MAX;
-            continue;
-        }
+        if (v < 0) return 0.f; /* an omitted bound: none, so not ReLU6 */
         const lp_tensor *t = m ? m->values[v].init : NULL;
         if (!t || t->dtype != LP_F32 || t->device != LP_DEVICE_CPU || lp_tensor_numel(t) != 1) return 0.f;
         b[i - 1] = ((const float *)t->data)[0];
