@@ -202,8 +202,12 @@ def main_model(cli, fix, name):
             chk.close("scorecam --batch 5 vs --batch 32", ours5, ours, 1e-6)
         print("     (%.0f s)" % (time.time() - t0))
     if name == "resnet18":  # batch size must not change the answer (channels past the last batch)
+        # Its weights are score differences, (s - s_k) / s, which magnify the last bits that
+        # OpenBLAS's blocking changes with the batch size on some CPUs (1.5e-5 seen on an AVX2
+        # EPYC, under 1e-6 on the AVX-512 machines before); a channel missed or repeated
+        # changes a weight outright, not in its last bits.
         abl7 = ac.run_loupe(cli, fix, name, "ablationcam", larg + ("--batch", 7))
-        chk.close("ablationcam --batch 7 vs 16", abl7, abl_top1, 1e-6)
+        chk.close("ablationcam --batch 7 vs 16", abl7, abl_top1, 1e-4)
     print("     (%.0f s)" % (time.time() - t0))
     chk.exit()
 
