@@ -14,6 +14,11 @@ DEPS=$ROOT/gpu-deps
 LIMIT_S=${LOUPE_CHECK_LIMIT_S:-345}        # the whole check; the host allows 6 minutes
 CTEST_LIMIT_S=${LOUPE_CTEST_LIMIT_S:-140}  # ctest -L gpu, all tests together
 BENCH_LIMIT_S=${LOUPE_BENCH_LIMIT_S:-60}   # each unlisted bench program (less if less time is left)
+# ctest runs this many tests at once (the GPU is shared; most of a test's time is its CPU
+# side: PyTorch exports, CPU twins), each with NCPU/jobs threads.
+NCPU=$(nproc 2>/dev/null || echo 2)
+CTEST_JOBS=${LOUPE_CTEST_JOBS:-$((NCPU / 2 > 8 ? 8 : (NCPU / 2 < 1 ? 1 : NCPU / 2)))}
+CTEST_THREADS=$((NCPU / CTEST_JOBS > 1 ? NCPU / CTEST_JOBS : 1))
 CUDNN_DIR=/opt/torch/.venv/lib/python3.12/site-packages/nvidia/cudnn/lib # cuDNN 9.19 there
 CUDA_LIB=/usr/local/cuda/lib64
 HOST_VENV_PYTHON=/opt/torch/.venv/bin/python3 # the host's PyTorch (CUDA) peer
@@ -164,7 +169,8 @@ t0=$SECONDS
 if check_libs; then record "libraries" ok $((SECONDS - t0)); else record "libraries" "FAIL (see above)" $((SECONDS - t0)); fi
 
 run_step "ctest -L gpu" "$CTEST_LIMIT_S" "$OUT/ctest.log" \
-    ctest --test-dir "$BUILD" -L gpu --no-tests=error -V --timeout $((CTEST_LIMIT_S - 20)) \
+    env OMP_NUM_THREADS="${OMP_NUM_THREADS:-$CTEST_THREADS}" \
+    ctest --test-dir "$BUILD" -L gpu --no-tests=error -V -j "$CTEST_JOBS" --timeout $((CTEST_LIMIT_S - 20)) \
     --output-junit "$OUT/ctest-junit.xml"
 grep -E '^[0-9]+: SKIPPED:' "$OUT/ctest.log" | sed 's/^/skip reason (test #): /'
 total=$(grep -o 'tests failed out of [0-9]*' "$OUT/ctest.log" | tail -1 | grep -o '[0-9]*$')

@@ -10,7 +10,7 @@
 # and, for the models in --acts, OUTDIR/<model>/acts/{index.json, grad_index.json, *.npy}
 # (ONNX value name -> activation / gradient). A model whose meta.json carries this
 # script's hash is skipped, so repeated local runs are quick.
-# The GPU oracle (ctest -L gpu, gpu.oracle.export) adds: --emulate, which stores in meta
+# The GPU oracle (ctest -L gpu, gpu.oracle.export.<model>) adds: --emulate, which stores in meta
 # the error a correct engine with that convolution/GEMM precision would have
 # (emu_<p>_err_logits, emu_<p>_err_grad; see emulated_errors); --skip-without-cuda, which
 # prints "SKIPPED: ..." and exits 0 where torch sees no CUDA device (a machine that cannot
@@ -453,7 +453,8 @@ def main():
               "checks run; LOUPE_EXPORT_WITHOUT_CUDA=1 exports anyway)" % torch.__version__)
         return
     h = script_hash()
-    torch.set_num_threads(max(1, os.cpu_count() or 1))
+    # OMP_NUM_THREADS, where set, bounds it: check.sh runs several exports at once.
+    torch.set_num_threads(max(1, int(os.environ.get("OMP_NUM_THREADS") or 0) or os.cpu_count() or 1))
     for name in args.models.split(","):
         if name not in MODELS:
             sys.exit("export_models.py: unknown model '%s' (known: %s)" % (name, ", ".join(MODELS)))

@@ -14,8 +14,9 @@
  *   tf32, bf16: logits 1e-2 / 3e-2 and input gradient 3x that (3e-2 / 9e-2), each raised
  *         to the fixture's fp32 bound and to 3x the error of an emulated engine of that
  *         precision (meta's emu_<p>_err_*, written by export_models.py --emulate) where
- *         larger. Intermediates are checked too, so that a failure names its op: values at
- *         3x the logits bound (an inner value is less averaged than the logits), gradients
+ *         larger; a gradient bound then at most max(0.95, 1.3x the emulated error).
+ *         Intermediates are checked too, so that a failure names its op: values at 3x
+ *         the logits bound (an inner value is less averaged than the logits), gradients
  *         at the input gradient's bound. */
 #include "loupe.h"
 
@@ -185,6 +186,13 @@ static int check_acts(check_stats *st, const char *model, const char *dir, const
 
 /* The design's forward bounds per precision (rel L2); input gradients 3x these. */
 static const double PREC_BOUND[3] = {1e-4, 1e-2, 3e-2};
+/* A reduced-precision gradient bound never passes a gradient no better than zero (rel L2
+ * 1): 3x the emulated engine's error is cut to GRAD_CAP, or to GRAD_CAP_EMU x that error
+ * where a correct engine comes that close. On the CUDA emulator Loupe's tf32 and bf16
+ * gradient errors were at most 14% above the emulated engine's on all eight models
+ * (googlenet bf16: 0.727 against 0.731, where 3x would allow 2.2). */
+#define GRAD_CAP 0.95
+#define GRAD_CAP_EMU 1.3
 
 /* The last value in topological order that is N x C x H x W with H x W > 1: the
  * layer CAM methods pick for a classifier (r captured everything). */
@@ -262,9 +270,12 @@ int main(int argc, char **argv) {
     }
     /* The intermediate gradients share the input gradient's bound at every precision. */
     double tol_act_grads = tol_grad;
+    int capped = 0;
     if (prec != LP_PREC_FP32) {
         tol_logits = fmax(fmax(tol_logits, PREC_BOUND[prec]), 3 * emu_logits);
         tol_grad = fmax(fmax(tol_grad, 3 * PREC_BOUND[prec]), 3 * emu_grad);
+        capped = tol_grad > fmax(GRAD_CAP, GRAD_CAP_EMU * emu_grad);
+        if (capped) tol_grad = fmax(GRAD_CAP, GRAD_CAP_EMU * emu_grad);
         tol_acts = 3 * tol_logits;
         tol_act_grads = tol_grad;
     }
@@ -283,7 +294,8 @@ int main(int argc, char **argv) {
            model, lp_device_name(dev), lp_precision_name(prec),
            tol_logits, tol_grad, tol_acts, tol_act_grads);
     if (emu_logits >= 0 && emu_grad >= 0)
-        printf(" (emulated %s engine: %.2e / %.2e)", lp_precision_name(prec), emu_logits, emu_grad);
+        printf(" (emulated %s engine: %.2e / %.2e%s)", lp_precision_name(prec), emu_logits, emu_grad,
+               capped ? "; gradient bound capped below 3x" : "");
     else if (prec != LP_PREC_FP32)
         printf(" (no emulated %s errors in meta.json: the design's bounds)", lp_precision_name(prec));
     printf("\n");
