@@ -6,6 +6,7 @@
 #define LOUPE_BACKEND_H
 
 #include "loupe.h"
+#include <math.h>
 
 /* 2-D convolution (1-D is H = 1). Weights: K x (C/groups) x KH x KW. */
 typedef struct lp_conv_desc {
@@ -71,8 +72,31 @@ typedef enum lp_unary_kind {
      * dy): guided backprop's dy where y > 0 and dy > 0; deconvnet's max(0, dy). */
     LP_UN_RELU_GUIDED,
     LP_UN_RELU_DECONV,
+    LP_UN_GELU,         /* x Phi(x), with erf (ONNX Gelu, approximate "none") */
+    LP_UN_GELU_TANH,    /* its tanh approximation (approximate "tanh"), as PyTorch computes it */
     LP_UN_COUNT
 } lp_unary_kind;
+
+#ifdef __CUDACC__
+#define LP_HOST_DEVICE __host__ __device__
+#else
+#define LP_HOST_DEVICE
+#endif
+/* GELU, x Phi(x), and its tanh approximation, with their derivatives, in PyTorch's
+ * formulas: one definition for the CPU loops and the CUDA kernels. */
+#define LP_GELU_BETA 0.79788456080286536f /* sqrt(2 / pi) */
+#define LP_GELU_KAPPA 0.044715f
+static inline LP_HOST_DEVICE float lp_gelu(float x) { return 0.5f * x * (1.f + erff(x * 0.70710678118654752f)); }
+static inline LP_HOST_DEVICE float lp_gelu_grad(float x) { /* Phi(x) + x phi(x) */
+    return 0.5f * (1.f + erff(x * 0.70710678118654752f)) + x * (0.39894228040143268f * expf(-0.5f * x * x));
+}
+static inline LP_HOST_DEVICE float lp_gelu_tanh(float x) {
+    return 0.5f * x * (1.f + tanhf(LP_GELU_BETA * (x + LP_GELU_KAPPA * x * x * x)));
+}
+static inline LP_HOST_DEVICE float lp_gelu_tanh_grad(float x) {
+    const float x2 = x * x, t = tanhf(LP_GELU_BETA * (x + LP_GELU_KAPPA * x2 * x));
+    return 0.5f * (1.f + t) + 0.5f * x * (1.f - t * t) * LP_GELU_BETA * (1.f + 3.f * LP_GELU_KAPPA * x2);
+}
 
 typedef enum lp_binary_kind { LP_BIN_ADD = 0, LP_BIN_SUB, LP_BIN_MUL, LP_BIN_DIV, LP_BIN_POW, LP_BIN_COUNT } lp_binary_kind;
 

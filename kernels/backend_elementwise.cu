@@ -25,6 +25,8 @@ __device__ __forceinline__ float unary_f(int k, float p0, float p1, float x) {
     case LP_UN_HARD_SIGMOID: return fmaxf(0.f, fminf(1.f, __fadd_rn(__fmul_rn(p0, x), p1))); // unfused, as the CPU
     case LP_UN_HARD_SWISH: return x * fminf(fmaxf(x + 3.f, 0.f), 6.f) * (1.f / 6.f);
     case LP_UN_ERF: return erff(x);
+    case LP_UN_GELU: return lp_gelu(x);
+    case LP_UN_GELU_TANH: return lp_gelu_tanh(x);
     case LP_UN_SQRT: return sqrtf(x);
     case LP_UN_TANH: return tanhf(x);
     case LP_UN_EXP: return expf(x);
@@ -50,6 +52,8 @@ __device__ __forceinline__ float unary_g(int k, float p0, float p1, float x, flo
     }
     case LP_UN_HARD_SWISH: return x < -3.f ? 0.f : x <= 3.f ? g * (x * (1.f / 3.f) + 0.5f) : g;
     case LP_UN_ERF: return g * 1.1283791670955126f * expf(-x * x);
+    case LP_UN_GELU: return g * lp_gelu_grad(x);
+    case LP_UN_GELU_TANH: return g * lp_gelu_tanh_grad(x);
     case LP_UN_SQRT: return g * 0.5f / y;
     case LP_UN_TANH: return g * (1.f - y * y);
     case LP_UN_EXP: return g * y;

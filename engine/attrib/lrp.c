@@ -381,7 +381,7 @@ static const char *const grad_ops[] = {"MaxPool", "GlobalMaxPool", "Concat", "Sp
                                        "Transpose", "Squeeze", "Unsqueeze", "Pad", "Dropout", "Identity",
                                        "Slice", "Gather", "Expand"};
 static const char *const pass_ops[] = {"Relu", "LeakyRelu", "Clip", "Sigmoid", "HardSigmoid", "HardSwish",
-                                       "Tanh", "BatchNormalization"};
+                                       "Gelu", "Tanh", "BatchNormalization"};
 static const char *const norm_ops[] = {"Add", "AveragePool", "GlobalAveragePool", "ReduceMean", "ReduceSum"};
 static const char *const lin_ops[] = {"Conv", "ConvTranspose", "Gemm", "MatMul"};
 

@@ -137,7 +137,7 @@ static lp_status maxpool_rule(lp_ctx *c, const lp_node *n, lp_tensor *const *in,
 }
 
 static const char *const rescale_ops[] = {"Relu", "LeakyRelu", "Clip", "Sigmoid", "Tanh", "HardSigmoid",
-                                          "HardSwish"};
+                                          "HardSwish", "Gelu"};
 
 lp_status _lp_m_deeplift(_lp_xctx *x, lp_tensor **attr) {
     if (x->o->layer)

@@ -52,6 +52,14 @@ lp_status _lp_cpu_unary_fwd(lp_unary_kind k, const float *p, const float *x, flo
 #pragma omp parallel for if (par_on) schedule(static)
         for (int64_t i = 0; i < n; i++) y[i] = erff(x[i]);
         break;
+    case LP_UN_GELU:
+#pragma omp parallel for if (par_on) schedule(static)
+        for (int64_t i = 0; i < n; i++) y[i] = lp_gelu(x[i]);
+        break;
+    case LP_UN_GELU_TANH:
+#pragma omp parallel for if (par_on) schedule(static)
+        for (int64_t i = 0; i < n; i++) y[i] = lp_gelu_tanh(x[i]);
+        break;
     case LP_UN_SQRT:
 #pragma omp parallel for simd if (par_on) schedule(static)
         for (int64_t i = 0; i < n; i++) y[i] = sqrtf(x[i]);
@@ -152,6 +160,12 @@ lp_status _lp_cpu_unary_bwd(lp_unary_kind k, const float *p, const float *x, con
         break;
     case LP_UN_ERF:
         BWD(dy[i] * 1.1283791670955126f * expf(-x[i] * x[i]));
+        break;
+    case LP_UN_GELU:
+        BWD(dy[i] * lp_gelu_grad(x[i]));
+        break;
+    case LP_UN_GELU_TANH:
+        BWD(dy[i] * lp_gelu_tanh_grad(x[i]));
         break;
     case LP_UN_SQRT:
         BWD_SIMD(dy[i] * 0.5f / y[i]);

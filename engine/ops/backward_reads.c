@@ -32,8 +32,8 @@ void lp_op_backward_reads(const lp_model *m, const lp_node *n, const char *din_r
         in_read[0] = 0;
         return;
     }
-    if (is(n, "LeakyRelu") || is(n, "Clip") || is(n, "HardSigmoid") || is(n, "HardSwish") || is(n, "Erf") ||
-        is(n, "Log") || is(n, "Abs") || is(n, "MaxPool") || is(n, "GlobalMaxPool")) {
+    if (is(n, "LeakyRelu") || is(n, "Clip") || is(n, "HardSigmoid") || is(n, "HardSwish") || is(n, "Gelu") ||
+        is(n, "Erf") || is(n, "Log") || is(n, "Abs") || is(n, "MaxPool") || is(n, "GlobalMaxPool")) {
         *out_read = 0; /* from the input alone (max pools recompute the argmax) */
         return;
     }

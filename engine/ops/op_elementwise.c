@@ -19,6 +19,7 @@ static lp_unary_kind unary_kind_of(const char *t) {
     static const struct { const char *name; lp_unary_kind kind; } tab[] = {
         {"Relu", LP_UN_RELU},       {"LeakyRelu", LP_UN_LEAKY_RELU}, {"Clip", LP_UN_CLIP},
         {"Sigmoid", LP_UN_SIGMOID}, {"HardSigmoid", LP_UN_HARD_SIGMOID}, {"HardSwish", LP_UN_HARD_SWISH},
+        {"Gelu", LP_UN_GELU},
         {"Erf", LP_UN_ERF},         {"Sqrt", LP_UN_SQRT},             {"Tanh", LP_UN_TANH},
         {"Exp", LP_UN_EXP},         {"Log", LP_UN_LOG},               {"Neg", LP_UN_NEG},
         {"Abs", LP_UN_ABS}};
@@ -49,6 +50,13 @@ static lp_status unary_check(lp_model *m, lp_node *n) {
             if (n->in[i] >= 0 && m->values[n->in[i]].shape.ndim > 1)
                 return _lp_op_fail(m, n, LP_ERR_UNSUPPORTED, "Clip %s must be a scalar", i == 1 ? "min" : "max");
         break;
+    case LP_UN_GELU: { /* opset 20; "tanh": PyTorch's approximate='tanh' */
+        const char *a = lp_attr_string(n, "approximate", "none");
+        if (!strcmp(a, "tanh")) p->kind = LP_UN_GELU_TANH;
+        else if (strcmp(a, "none"))
+            return _lp_op_fail(m, n, LP_ERR_PARSE, "has approximate='%s' (expected 'none' or 'tanh')", a);
+        break;
+    }
     default: break;
     }
     return LP_OK;
@@ -137,6 +145,7 @@ UNARY_OP(Clip)
 UNARY_OP(Sigmoid)
 UNARY_OP(HardSigmoid)
 UNARY_OP(HardSwish)
+UNARY_OP(Gelu)
 UNARY_OP(Erf)
 UNARY_OP(Tanh)
 UNARY_OP(Exp)

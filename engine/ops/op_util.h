@@ -72,7 +72,7 @@ extern const lp_op _lp_op_Conv, _lp_op_ConvTranspose;
 lp_status _lp_bn_derive(lp_ctx *c, const lp_node *n, lp_tensor **aux); /* op_norm.c */
 extern const lp_op _lp_op_MaxPool, _lp_op_AveragePool, _lp_op_GlobalAveragePool, _lp_op_GlobalMaxPool;
 extern const lp_op _lp_op_Relu, _lp_op_LeakyRelu, _lp_op_Clip, _lp_op_Sigmoid, _lp_op_HardSigmoid,
-    _lp_op_HardSwish, _lp_op_Erf, _lp_op_Tanh, _lp_op_Exp, _lp_op_Log, _lp_op_Neg, _lp_op_Abs, _lp_op_Sqrt;
+    _lp_op_HardSwish, _lp_op_Gelu, _lp_op_Erf, _lp_op_Tanh, _lp_op_Exp, _lp_op_Log, _lp_op_Neg, _lp_op_Abs, _lp_op_Sqrt;
 extern const lp_op _lp_op_Add, _lp_op_Sub, _lp_op_Mul, _lp_op_Div, _lp_op_Pow;
 extern const lp_op _lp_op_Reshape, _lp_op_Flatten, _lp_op_Transpose, _lp_op_Squeeze, _lp_op_Unsqueeze,
     _lp_op_Concat, _lp_op_Split, _lp_op_Slice, _lp_op_Pad, _lp_op_Shape, _lp_op_Gather, _lp_op_Cast,

@@ -6,7 +6,7 @@
 
 static const lp_op *const g_ops[] = {
     &_lp_op_Conv, &_lp_op_ConvTranspose, &_lp_op_BatchNormalization, &_lp_op_Relu, &_lp_op_LeakyRelu,
-    &_lp_op_Clip, &_lp_op_Sigmoid, &_lp_op_HardSigmoid, &_lp_op_HardSwish, &_lp_op_Erf, &_lp_op_Tanh,
+    &_lp_op_Clip, &_lp_op_Sigmoid, &_lp_op_HardSigmoid, &_lp_op_HardSwish, &_lp_op_Gelu, &_lp_op_Erf, &_lp_op_Tanh,
     &_lp_op_Exp, &_lp_op_Log, &_lp_op_Neg, &_lp_op_Abs, &_lp_op_Sqrt, &_lp_op_Add, &_lp_op_Sub, &_lp_op_Mul,
     &_lp_op_Div, &_lp_op_Pow, &_lp_op_MaxPool, &_lp_op_AveragePool, &_lp_op_GlobalAveragePool,
     &_lp_op_GlobalMaxPool, &_lp_op_ReduceMean, &_lp_op_ReduceSum, &_lp_op_LRN, &_lp_op_Gemm, &_lp_op_MatMul,

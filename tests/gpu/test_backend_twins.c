@@ -672,7 +672,7 @@ static const char *act_tag(float act) { return act == INFINITY ? " +relu" : act 
 static const char *unary_name(lp_unary_kind k) {
     static const char *names[] = {"identity", "relu", "leaky_relu", "clip", "sigmoid", "hard_sigmoid",
                                   "hard_swish", "erf", "sqrt", "tanh", "exp", "log", "neg", "abs", "pow", "scale",
-                                  "hardtanh", "relu_guided", "relu_deconv"};
+                                  "hardtanh", "relu_guided", "relu_deconv", "gelu", "gelu_tanh"};
     return (unsigned)k < LP_UN_COUNT ? names[k] : "?";
 }
 
@@ -766,6 +766,8 @@ static void t_unary(void **state) {
         {LP_UN_HARDTANH, {-0.5f, 0.8f}, 1, -2, 2, 1},
         {LP_UN_RELU_GUIDED, {0, 0}, 0, -4, 4, 1},          /* guided backprop's rule */
         {LP_UN_RELU_DECONV, {0, 0}, 0, -4, 4, 1},          /* deconvnet's */
+        {LP_UN_GELU, {0, 0}, 0, -6, 6, 0},
+        {LP_UN_GELU_TANH, {0, 0}, 0, -6, 6, 0},
     };
     const int64_t sizes[] = {1, 13, 257, 70001};
     int seen[LP_UN_COUNT] = {0};

@@ -458,6 +458,8 @@ static double unary_ref(lp_unary_kind k, const float *p, double x) {
     case LP_UN_HARD_SIGMOID: return fmax(0, fmin(1, p[0] * x + p[1]));
     case LP_UN_HARD_SWISH: return x * fmin(fmax(x + 3, 0), 6) / 6;
     case LP_UN_ERF: return erf(x);
+    case LP_UN_GELU: return 0.5 * x * (1 + erf(x / sqrt(2.0)));
+    case LP_UN_GELU_TANH: return 0.5 * x * (1 + tanh(sqrt(2 / 3.14159265358979323846) * (x + 0.044715 * x * x * x)));
     case LP_UN_SQRT: return sqrt(x);
     case LP_UN_TANH: return tanh(x);
     case LP_UN_EXP: return exp(x);

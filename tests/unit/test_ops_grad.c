@@ -600,13 +600,15 @@ static void test_LogSoftmax(void **st) {
 
 /* ---- elementwise ------------------------------------------------------------------- */
 
+/* op: an op type, or GeluTanh (Gelu with approximate = "tanh") */
 static void unary_case(const char *op, uint64_t seed, float lo, float hi, int nk, const float *kinks) {
     gc g;
-    gc_init(&g, op, seed);
+    gc_init(&g, strcmp(op, "GeluTanh") ? op : "Gelu", seed);
     gc_input(&g, 3, S(2, 3, 4), lo, hi);
     for (int k = 0; k < nk; k++) gc_avoid(&g, 0, kinks[k], 0.05f);
     lp_node *n = gc_node(&g, 1);
     if (!strcmp(op, "LeakyRelu")) lp_node_set_float(n, "alpha", 0.1f);
+    if (!strcmp(op, "GeluTanh")) lp_node_set_string(n, "approximate", "tanh");
     if (!strcmp(op, "HardSigmoid")) {
         lp_node_set_float(n, "alpha", 0.25f);
         lp_node_set_float(n, "beta", 0.4f);
@@ -626,6 +628,8 @@ UNARY_TEST(Sigmoid, 22, -3, 3, 0, NULL)
 UNARY_TEST(HardSigmoid, 23, -3, 3, 2, k_hsig)
 UNARY_TEST(HardSwish, 24, -4, 4, 2, k_hswish)
 UNARY_TEST(Erf, 25, -2, 2, 0, NULL)
+UNARY_TEST(Gelu, 32, -4, 4, 0, NULL)
+UNARY_TEST(GeluTanh, 33, -4, 4, 0, NULL)
 UNARY_TEST(Tanh, 26, -2, 2, 0, NULL)
 UNARY_TEST(Exp, 27, -1, 1, 0, NULL)
 UNARY_TEST(Log, 28, 0.5f, 2, 0, NULL)
@@ -1260,7 +1264,7 @@ static void test_int64_folding(void **st) {
 static void test_registry(void **st) {
     (void)st;
     const char *must[] = {"Conv", "ConvTranspose", "BatchNormalization", "Relu", "LeakyRelu", "Clip", "Sigmoid",
-                          "HardSigmoid", "HardSwish", "Erf", "Mul", "Add", "Sub", "Div", "Pow", "Sqrt", "Concat",
+                          "HardSigmoid", "HardSwish", "Gelu", "Erf", "Mul", "Add", "Sub", "Div", "Pow", "Sqrt", "Concat",
                           "Split", "MaxPool", "AveragePool", "GlobalAveragePool", "ReduceMean", "LRN", "Gemm",
                           "MatMul", "Flatten", "Reshape", "Transpose", "Squeeze", "Unsqueeze", "Pad", "Dropout",
                           "Identity", "Softmax", "Constant", "Shape", "Gather", "Slice", "Cast",
@@ -1390,6 +1394,8 @@ int main(void) {
         cmocka_unit_test(test_Sigmoid),
         cmocka_unit_test(test_HardSigmoid),
         cmocka_unit_test(test_HardSwish),
+        cmocka_unit_test(test_Gelu),
+        cmocka_unit_test(test_GeluTanh),
         cmocka_unit_test(test_Erf),
         cmocka_unit_test(test_Tanh),
         cmocka_unit_test(test_Exp),
