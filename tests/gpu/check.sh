@@ -16,8 +16,14 @@ CTEST_LIMIT_S=${LOUPE_CTEST_LIMIT_S:-140}  # ctest -L gpu, all tests together
 BENCH_LIMIT_S=${LOUPE_BENCH_LIMIT_S:-60}   # each unlisted bench program (less if less time is left)
 # ctest runs this many tests at once (the GPU is shared; most of a test's time is its CPU
 # side: PyTorch exports, CPU twins), each with NCPU/jobs threads.
+# An OMP_NUM_THREADS already set is kept.
 NCPU=$(nproc 2>/dev/null || echo 2)
-CTEST_JOBS=${LOUPE_CTEST_JOBS:-$((NCPU / 2 > 8 ? 8 : (NCPU / 2 < 1 ? 1 : NCPU / 2)))}
+CTEST_JOBS=$((NCPU / 2 > 8 ? 8 : (NCPU / 2 < 1 ? 1 : NCPU / 2)))
+if [[ ${LOUPE_CTEST_JOBS:-} =~ ^[1-9][0-9]*$ ]]; then
+    CTEST_JOBS=$LOUPE_CTEST_JOBS
+elif [ -n "${LOUPE_CTEST_JOBS:-}" ]; then
+    echo "check.sh: LOUPE_CTEST_JOBS='$LOUPE_CTEST_JOBS' is not a positive number; using $CTEST_JOBS" >&2
+fi
 CTEST_THREADS=$((NCPU / CTEST_JOBS > 1 ? NCPU / CTEST_JOBS : 1))
 CUDNN_DIR=/opt/torch/.venv/lib/python3.12/site-packages/nvidia/cudnn/lib # cuDNN 9.19 there
 CUDA_LIB=/usr/local/cuda/lib64

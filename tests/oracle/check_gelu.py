@@ -6,7 +6,8 @@ Each model is Conv -> Gelu -> GlobalAveragePool -> Flatten -> Gemm, written with
 onnx.helper (Debian's torch exports up to opset 17, where GELU is spelled with Erf).
 Loupe's logits (`loupe predict --logits-out`) and input_x_gradient (`loupe explain`,
 x times the gradient of each row's top logit) must match PyTorch's float64 run to rel L2
-2e-6 / 2e-5. An unknown `approximate` value must be refused, naming it."""
+2e-6 / 2e-5; DeepLIFT's attributions through it must sum to f(x) - f(baseline). An
+unknown `approximate` value must be refused, naming it."""
 import os
 import subprocess
 import sys
@@ -82,6 +83,29 @@ def main():
             ok = e <= tol
             failed += not ok
             print("%s  Gelu %-8s %-16s rel L2 %.2e (bound %g)" % ("PASS" if ok else "FAIL", tag, what, e, tol))
+    # DeepLIFT rescales Gelu (an elementwise nonlinearity): its attributions sum to
+    # f(x) - f(baseline) for each row's target, as Captum's do (summation to delta).
+    for approx in ("none", "tanh"):
+        path, base = os.path.join(out, "gelu_%s.onnx" % approx), os.path.join(out, "base.npy")
+        xb = rng.uniform(-1, 1, x.shape).astype(np.float32)
+        np.save(base, xb)
+        attr = os.path.join(out, "dl_%s.npy" % approx)
+        rc, err = loupe(cli, "explain", path, os.path.join(out, "x.npy"), "--method", "deeplift", "--baseline", base,
+                        "--device", "cpu", "--no-report", "--npy-out", attr, "-o", os.path.join(out, "explain"))
+
+        def f(v):
+            z = F.gelu(F.conv2d(torch.from_numpy(v).double(), torch.from_numpy(w).double(),
+                                torch.from_numpy(b).double(), padding=1), approximate=approx)
+            return F.linear(z.mean((2, 3)), torch.from_numpy(fw).double(), torch.from_numpy(fb).double())
+        fx, fbase = f(x), f(xb)
+        top = fx.argmax(1)
+        delta = (fx[torch.arange(2), top] - fbase[torch.arange(2), top]).numpy()
+        e = float(np.max(np.abs(np.load(attr).reshape(2, -1).sum(1) - delta)) / np.max(np.abs(delta))) \
+            if rc == 0 else float("inf")
+        ok = e <= 1e-5
+        failed += not ok
+        print("%s  Gelu %-8s deeplift sums to f(x) - f(baseline): rel err %.2e (bound 1e-05)%s"
+              % ("PASS" if ok else "FAIL", approx, e, "" if rc == 0 else " " + err))
     bad = os.path.join(out, "gelu_bad.onnx")
     model(bad, w, b, fw, fb, "erf")
     rc, err = loupe(cli, "info", bad)

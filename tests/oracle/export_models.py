@@ -453,8 +453,12 @@ def main():
               "checks run; LOUPE_EXPORT_WITHOUT_CUDA=1 exports anyway)" % torch.__version__)
         return
     h = script_hash()
-    # OMP_NUM_THREADS, where set, bounds it: check.sh runs several exports at once.
-    torch.set_num_threads(max(1, int(os.environ.get("OMP_NUM_THREADS") or 0) or os.cpu_count() or 1))
+    # OMP_NUM_THREADS, where set, bounds it (its first level): check.sh runs several exports at once.
+    try:
+        threads = int(os.environ.get("OMP_NUM_THREADS", "").split(",")[0])
+    except ValueError:
+        threads = 0
+    torch.set_num_threads(max(1, threads or os.cpu_count() or 1))
     for name in args.models.split(","):
         if name not in MODELS:
             sys.exit("export_models.py: unknown model '%s' (known: %s)" % (name, ", ".join(MODELS)))
