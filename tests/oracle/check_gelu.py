@@ -55,15 +55,18 @@ def main():
     fw = rng.randn(5, 8).astype(np.float32)
     fb = rng.randn(5).astype(np.float32)
     np.save(os.path.join(out, "x.npy"), x)
+    d = [torch.from_numpy(a).double() for a in (w, b, fw, fb)]
+
+    def torch_logits(v, approx):  # the ONNX model in float64
+        z = F.gelu(F.conv2d(v, d[0], d[1], padding=1), approximate=approx)
+        return F.linear(z.mean((2, 3)), d[2], d[3])
     failed = 0
     for approx in (None, "none", "tanh"):
         tag = approx or "default"
         path = os.path.join(out, "gelu_%s.onnx" % tag)
         model(path, w, b, fw, fb, approx)
         xt = torch.from_numpy(x).double().requires_grad_(True)
-        z = F.gelu(F.conv2d(xt, torch.from_numpy(w).double(), torch.from_numpy(b).double(), padding=1),
-                   approximate=approx or "none")
-        ref = F.linear(z.mean((2, 3)), torch.from_numpy(fw).double(), torch.from_numpy(fb).double())
+        ref = torch_logits(xt, approx or "none")
         top = ref.argmax(1)
         (grad,) = torch.autograd.grad(ref[torch.arange(2), top].sum(), xt)
         ref_ixg = (xt * grad).detach().numpy()
@@ -92,12 +95,7 @@ def main():
         attr = os.path.join(out, "dl_%s.npy" % approx)
         rc, err = loupe(cli, "explain", path, os.path.join(out, "x.npy"), "--method", "deeplift", "--baseline", base,
                         "--device", "cpu", "--no-report", "--npy-out", attr, "-o", os.path.join(out, "explain"))
-
-        def f(v):
-            z = F.gelu(F.conv2d(torch.from_numpy(v).double(), torch.from_numpy(w).double(),
-                                torch.from_numpy(b).double(), padding=1), approximate=approx)
-            return F.linear(z.mean((2, 3)), torch.from_numpy(fw).double(), torch.from_numpy(fb).double())
-        fx, fbase = f(x), f(xb)
+        fx, fbase = (torch_logits(torch.from_numpy(v).double(), approx) for v in (x, xb))
         top = fx.argmax(1)
         delta = (fx[torch.arange(2), top] - fbase[torch.arange(2), top]).numpy()
         e = float(np.max(np.abs(np.load(attr).reshape(2, -1).sum(1) - delta)) / np.max(np.abs(delta))) \

@@ -188,9 +188,9 @@ static int check_acts(check_stats *st, const char *model, const char *dir, const
 static const double PREC_BOUND[3] = {1e-4, 1e-2, 3e-2};
 /* A reduced-precision gradient bound never passes a gradient no better than zero (rel L2
  * 1): 3x the emulated engine's error is cut to GRAD_CAP, or to GRAD_CAP_EMU x that error
- * where a correct engine comes that close, never above GRAD_CEIL. On the CUDA emulator Loupe's tf32 and bf16
- * gradient errors were at most 14% above the emulated engine's on all eight models
- * (googlenet bf16: 0.727 against 0.731, where 3x would allow 2.2). */
+ * where a correct engine comes that close, never above GRAD_CEIL. On the CUDA emulator
+ * Loupe's tf32 and bf16 gradient errors were at most 14% above the emulated engine's on
+ * all eight models (googlenet bf16: 0.727 against 0.731, where 3x would allow 2.2). */
 #define GRAD_CAP 0.95
 #define GRAD_CAP_EMU 1.3
 #define GRAD_CEIL 0.99
