@@ -30,3 +30,17 @@ set_source_files_properties(${_emu_cpp} PROPERTIES COMPILE_OPTIONS "-ffp-contrac
 target_sources(loupe PRIVATE ${LOUPE_CUDA_HOST} ${_emu_cpp})
 target_compile_definitions(loupe PUBLIC LOUPE_HAVE_CUDA=1 LOUPE_CUDA_EMU=1)
 target_link_libraries(loupe PUBLIC loupe_cuda_emu)
+
+# The emulator's run order (LOUPE_EMU_ORDER): each order as it says, barriers kept,
+# and a race without its barrier seen in every order but forward.
+add_custom_command(OUTPUT ${CMAKE_BINARY_DIR}/emu_kernels/emu_order_test.cpp
+  COMMAND ${CMAKE_COMMAND} -E make_directory ${CMAKE_BINARY_DIR}/emu_kernels
+  COMMAND Python3::Interpreter ${_emu_dir}/cu2cpp.py ${_emu_dir}/emu_order_test.cu
+          ${CMAKE_BINARY_DIR}/emu_kernels/emu_order_test.cpp
+  DEPENDS ${_emu_dir}/emu_order_test.cu ${_emu_dir}/cu2cpp.py)
+add_executable(emu_order_test ${CMAKE_BINARY_DIR}/emu_kernels/emu_order_test.cpp)
+target_link_libraries(emu_order_test PRIVATE loupe_cuda_emu)
+foreach(order forward reverse shuffle)
+  add_test(NAME emu.order.${order} COMMAND emu_order_test ${order})
+  set_tests_properties(emu.order.${order} PROPERTIES LABELS "emu" ENVIRONMENT "LOUPE_EMU_ORDER=${order}" TIMEOUT 30)
+endforeach()

@@ -6,7 +6,11 @@
  * bytes, as the GPU leaves them undefined. The device has LOUPE_EMU_MEM_MIB of memory
  * (default 4096), so out-of-memory paths can be driven. Streams run their work at
  * once, in order; a capturing stream records it into a graph instead, and the calls
- * a real capture refuses (sync, cudaMemcpy, cudaFree, other streams) invalidate it. */
+ * a real capture refuses (sync, cudaMemcpy, cudaFree, other streams) invalidate it.
+ * Blocks, and a block's threads between barriers, run one at a time in the order
+ * LOUPE_EMU_ORDER names: forward (default), reverse, or shuffle[:seed] (a new
+ * permutation each round). A race (a thread reading what another thread or block
+ * writes with no barrier between them) passes in some order; run in another, it shows. */
 #include "emu_internal.h"
 
 #include <cub/device/device_radix_sort.cuh>
@@ -40,6 +44,9 @@ size_t used, capacity;
 int protect = -1; /* LOUPE_EMU_PROTECT, default on */
 int device_depth;
 const size_t page = 4096;
+enum { ORDER_FORWARD, ORDER_REVERSE, ORDER_SHUFFLE };
+int order_mode;
+uint64_t order_state; /* shuffle's generator (splitmix64) */
 
 void settings() {
     if (protect >= 0) return;
@@ -47,6 +54,31 @@ void settings() {
     protect = !(p && !strcmp(p, "0"));
     const char *m = getenv("LOUPE_EMU_MEM_MIB");
     capacity = (size_t)(m ? atoll(m) : 4096) << 20;
+    const char *o = getenv("LOUPE_EMU_ORDER");
+    if (!o || !*o || !strcmp(o, "forward")) order_mode = ORDER_FORWARD;
+    else if (!strcmp(o, "reverse")) order_mode = ORDER_REVERSE;
+    else if (!strncmp(o, "shuffle", 7) && (!o[7] || o[7] == ':')) {
+        order_mode = ORDER_SHUFFLE;
+        order_state = o[7] ? strtoull(o + 8, nullptr, 10) : 1;
+    } else {
+        fprintf(stderr, "lp_emu: LOUPE_EMU_ORDER=%s: expected forward, reverse or shuffle[:seed]\n", o);
+        abort();
+    }
+}
+
+uint64_t order_next() {
+    uint64_t z = (order_state += 0x9e3779b97f4a7c15ull);
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+    return z ^ (z >> 31);
+}
+
+/* 0..n-1 in the order LOUPE_EMU_ORDER asks for (a fresh draw each call when shuffled). */
+void order_fill(std::vector<uint64_t> &p, uint64_t n) {
+    p.resize(n);
+    for (uint64_t i = 0; i < n; i++) p[i] = order_mode == ORDER_REVERSE ? n - 1 - i : i;
+    if (order_mode == ORDER_SHUFFLE)
+        for (uint64_t i = n; i > 1; i--) std::swap(p[i - 1], p[order_next() % i]);
 }
 
 void set_prot(int prot) {
@@ -188,9 +220,12 @@ void run_block_fibers() {
     for (unsigned t = 0; t < n_threads; t++) fibers[t]->state = READY, warp_alive[t / 32]++;
     alive = n_threads;
     block_waiting = 0;
+    static std::vector<uint64_t> perm;
     while (alive) {
         bool ran = false;
-        for (unsigned t = 0; t < n_threads; t++) {
+        if (order_mode != ORDER_FORWARD) order_fill(perm, n_threads);
+        for (unsigned i = 0; i < n_threads; i++) {
+            const unsigned t = order_mode == ORDER_FORWARD ? i : (unsigned)perm[i];
             if (fibers[t]->state != READY) continue;
             resume(t);
             ran = true;
@@ -226,23 +261,27 @@ void run_grid(dim3 g, dim3 b, const std::function<void()> &fn, const void *kerne
     if (lane_slots.size() < n_threads) lane_slots.resize(n_threads);
     bool first = true;
     used_barrier = false;
-    for (unsigned z = 0; z < g.z; z++)
-        for (unsigned y = 0; y < g.y; y++)
-            for (unsigned x = 0; x < g.x; x++) {
-                blockIdx = {x, y, z};
-                if (first || used_barrier || force_fibers) {
-                    direct = false;
-                    run_block_fibers();
-                } else { /* no barrier in the first block: the rest run as plain calls */
-                    direct = true;
-                    for (unsigned t = 0; t < n_threads; t++) {
-                        cur = t;
-                        set_thread(t);
-                        fn();
-                    }
-                }
-                first = false;
+    static std::vector<uint64_t> blocks, threads;
+    const uint64_t nb = (uint64_t)g.x * g.y * g.z;
+    if (order_mode == ORDER_FORWARD) blocks.clear();
+    else order_fill(blocks, nb);
+    for (uint64_t i = 0; i < nb; i++) {
+        const uint64_t k = blocks.empty() ? i : blocks[i];
+        blockIdx = {(unsigned)(k % g.x), (unsigned)(k / g.x % g.y), (unsigned)(k / ((uint64_t)g.x * g.y))};
+        if (first || used_barrier || force_fibers) {
+            direct = false;
+            run_block_fibers();
+        } else { /* no barrier in the first block: the rest run as plain calls */
+            direct = true;
+            if (order_mode != ORDER_FORWARD) order_fill(threads, n_threads);
+            for (unsigned j = 0; j < n_threads; j++) {
+                cur = order_mode == ORDER_FORWARD ? j : (unsigned)threads[j];
+                set_thread(cur);
+                fn();
             }
+        }
+        first = false;
+    }
     direct = false;
 }
 

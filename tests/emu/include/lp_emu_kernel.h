@@ -1,8 +1,9 @@
 /* lp_emu_kernel.h (Loupe's CUDA emulator) — the CUDA C kernel language for
  * the kernels (kernels/, .cu) compiled as C++ on the CPU. Each block's threads run as fibers on one
  * host thread: a thread runs until __syncthreads (or a warp shuffle) and the next one
- * goes on, so barriers, shared memory and warp exchanges behave as on a GPU, in a
- * fixed order (races between threads are not found here). `kernel<<<g, b, sh, s>>>(a)`
+ * goes on, so barriers, shared memory and warp exchanges behave as on a GPU, in the
+ * order LOUPE_EMU_ORDER names (forward, reverse, shuffle: emu_runtime.cpp), so races
+ * show where some order makes a read see a stale value. `kernel<<<g, b, sh, s>>>(a)`
  * is rewritten by tests/emu/cu2cpp.py to `lp_emu::Launch(g, b, sh, s).run(kernel, a)`. */
 #ifndef LP_EMU_KERNEL_H
 #define LP_EMU_KERNEL_H
