@@ -186,7 +186,8 @@ lp_status _lp_cuda_alloc(size_t bytes, void **out) {
             (best == n_cache || cache[i].size < cache[best].size))
             best = i;
     void *p = NULL;
-    if (best < n_cache) {
+    const int reused = best < n_cache;
+    if (reused) {
         p = cache[best].p;
         size = cache[best].size;
         st_cached -= (int64_t)size;
@@ -212,6 +213,11 @@ lp_status _lp_cuda_alloc(size_t bytes, void **out) {
             return lp_fail(LP_ERR_DEVICE, "cudaMalloc of %.1f MiB: %s", size / 1048576.0, cudaGetErrorString(e));
         }
     }
+#ifdef LOUPE_POISON_FRESH
+    /* Test builds: a block handed out again holds NaN bytes, as a new one does on the
+     * emulator, so nothing passes by reading a value an earlier pass left there. */
+    if (reused && cudaMemsetAsync(p, 0xff, size, ctx.stream) != cudaSuccess) cudaGetLastError();
+#endif
     if (live_put(p, size)) {
         cudaFree(p);
         pthread_mutex_unlock(&mu);
@@ -275,6 +281,11 @@ lp_status _lp_cuda_scratch(lp_cuda_slot slot, size_t bytes, void **p) {
         slot_size[slot] = want;
     }
     *p = slot_ptr[slot];
+#ifdef LOUPE_POISON_FRESH
+    /* Test builds: what a slot held for its last user is NaN to the next (queued on the
+     * stream, so a capture records it too). */
+    LP_CUDA(cudaMemsetAsync(*p, 0xff, bytes, ctx.stream));
+#endif
     return LP_OK;
 }
 

@@ -2,7 +2,9 @@
 // blocks and the threads of a block between barriers run forward, reversed or shuffled,
 // barriers still hold in every order, and a real race (a read of another thread's
 // shared-memory write with no barrier between) passes in forward order but shows in
-// the others. Built only for the emulator (tests/emu/emu.cmake).
+// the others. And shared memory starts each block as NaN (cu2cpp.py's lp_emu_shared):
+// a slot no thread of this block wrote reads NaN, not zero nor an earlier block's value.
+// Built only for the emulator (tests/emu/emu.cmake).
 //   emu_order_test forward|reverse|shuffle   (LOUPE_EMU_ORDER set to match)
 #include <cuda_runtime.h>
 #include <stdio.h>
@@ -24,6 +26,14 @@ __global__ void left_neighbour(const float *x, float *y, int sync) {
     s[threadIdx.x] = x[blockIdx.x * THREADS + threadIdx.x];
     if (sync) __syncthreads();
     y[blockIdx.x * THREADS + threadIdx.x] = threadIdx.x ? s[threadIdx.x - 1] : 0.f;
+}
+
+// Only block 0's even threads write their slot; every thread reads its own after the barrier.
+__global__ void partly_written(float *y) {
+    __shared__ float s[THREADS];
+    if (blockIdx.x == 0 && threadIdx.x % 2 == 0) s[threadIdx.x] = 1.f;
+    __syncthreads();
+    y[blockIdx.x * THREADS + threadIdx.x] = s[threadIdx.x];
 }
 
 static int fails;
@@ -87,6 +97,11 @@ int main(int argc, char **argv) {
     int bad_race = run_left(dx, dy, 0, x, y);
     if (fwd) CHECK(bad_race == 0, "forward order: the left-neighbour race should go unseen (%d wrong)", bad_race);
     else CHECK(bad_race > 0, "%s order: the left-neighbour race went unseen", mode);
+    partly_written<<<BLOCKS, THREADS>>>(dy);
+    cudaMemcpy(y, dy, sizeof y, cudaMemcpyDeviceToHost);
+    int unwritten_ok = 0;
+    for (int i = 0; i < N; i++) unwritten_ok += i < THREADS && i % 2 == 0 ? y[i] == 1.f : y[i] != y[i];
+    CHECK(unwritten_ok == N, "%d of %d shared slots read wrong: unwritten ones must be NaN", N - unwritten_ok, N);
     printf("%s: run order %s; race without the barrier: %d of %d values wrong; with it: %d\n", mode,
            ascending ? "ascending" : descending ? "descending" : "shuffled", bad_race, N, bad_sync);
     cudaFree(counter);

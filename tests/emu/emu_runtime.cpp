@@ -151,6 +151,8 @@ unsigned cur, n_threads, alive, block_waiting;
 const std::function<void()> *body;
 bool direct, used_barrier, force_fibers;
 const void *cur_kernel;
+uint64_t block_serial; /* the block now running, counted over every launch */
+std::map<const void *, uint64_t> shared_block; /* __shared__ array -> the block that last poisoned it */
 
 void set_thread(unsigned t) {
     threadIdx.x = t % blockDim.x;
@@ -267,6 +269,7 @@ void run_grid(dim3 g, dim3 b, const std::function<void()> &fn, const void *kerne
     else order_fill(blocks, nb);
     for (uint64_t i = 0; i < nb; i++) {
         const uint64_t k = blocks.empty() ? i : blocks[i];
+        block_serial++;
         blockIdx = {(unsigned)(k % g.x), (unsigned)(k / g.x % g.y), (unsigned)(k / ((uint64_t)g.x * g.y))};
         if (first || used_barrier || force_fibers) {
             direct = false;
@@ -351,6 +354,13 @@ extern "C" {
 void lp_emu_syncthreads(void) { wait(WAIT_BLOCK); }
 void lp_emu_syncwarp(void) { wait(WAIT_WARP); }
 void *lp_emu_lane_slot(unsigned tid) { return &lane_slots[tid]; }
+
+void lp_emu_shared(void *p, size_t bytes) {
+    uint64_t &b = shared_block[p];
+    if (b == block_serial) return; /* another thread of this block got here first */
+    b = block_serial;
+    memset(p, 0xff, bytes);
+}
 
 cudaError_t lp_emu_device_op(void *stream, void (*fn)(void *), void *arg) {
     settings();

@@ -16,6 +16,9 @@
  *    guided backprop's and deconvnet's rules, graphed, from a packed value, stopping
  *    at a layer) against unpacked bf16 and the CPU, and several backwards from one
  *    forward; and, bit for bit, on integer-valued models (exec_lean_exact.c).
+ *  - Test builds on the emulator: a cached device block handed out again holds NaN
+ *    bytes, not what its last user left (what lets the tests above catch a pass that
+ *    reads a buffer before writing it, on its second run as on its first).
  * Prints "SKIPPED: ..." (CTest's skip pattern) without a CUDA device. */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -644,6 +647,26 @@ static void test_lean_packing(void **state) {
     lp_model_free(m);
 }
 
+#ifdef LOUPE_CUDA_EMU /* a real GPU's build does not poison */
+static void test_reuse_poisoned(void **state) {
+    (void)state;
+    const lp_backend *be = lp_backend_cuda();
+    unsigned char host[4096];
+    void *a, *b;
+    lp_cuda_memory_trim(); /* an empty cache: the block freed below is the one handed out */
+    assert_int_equal(be->alloc(sizeof host, &a), LP_OK);
+    assert_int_equal(be->zero(a, sizeof host), LP_OK);
+    be->free(a);
+    assert_int_equal(be->alloc(sizeof host, &b), LP_OK);
+    assert_ptr_equal(a, b); /* the cached block itself */
+    assert_int_equal(be->download(host, b, sizeof host), LP_OK);
+    size_t poisoned = 0;
+    for (size_t i = 0; i < sizeof host; i++) poisoned += host[i] == 0xff;
+    assert_int_equal(poisoned, sizeof host);
+    be->free(b);
+}
+#endif
+
 int main(int argc, char **argv) {
     if (argc < 2 || (argc > 2 && strcmp(argv[2], "exact"))) {
         fprintf(stderr, "usage: test_exec_cuda MODEL.onnx [exact]\n"
@@ -658,6 +681,9 @@ int main(int argc, char **argv) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_graphs),   cmocka_unit_test(test_stop_graphs), cmocka_unit_test(test_bn_weight_grads),
         cmocka_unit_test(test_fusion),   cmocka_unit_test(test_packing),     cmocka_unit_test(test_lean_packing),
+#ifdef LOUPE_CUDA_EMU
+        cmocka_unit_test(test_reuse_poisoned),
+#endif
     };
     const struct CMUnitTest exact[] = {
         cmocka_unit_test(test_lean_exact),

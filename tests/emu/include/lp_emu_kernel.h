@@ -49,6 +49,9 @@ extern "C" {
 void lp_emu_syncthreads(void);
 void lp_emu_syncwarp(void);
 void *lp_emu_lane_slot(unsigned tid); /* 8 bytes a thread, for warp exchanges */
+/* After each __shared__ declaration (cu2cpp.py): NaN bytes into the array when the
+ * block's first thread reaches it, as shared memory starts undefined on a GPU. */
+void lp_emu_shared(void *p, size_t bytes);
 }
 #define __syncthreads() lp_emu_syncthreads()
 #define __syncwarp(...) lp_emu_syncwarp()
