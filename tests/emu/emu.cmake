@@ -44,3 +44,13 @@ foreach(order forward reverse shuffle)
   add_test(NAME emu.order.${order} COMMAND emu_order_test ${order})
   set_tests_properties(emu.order.${order} PROPERTIES LABELS "emu" ENVIRONMENT "LOUPE_EMU_ORDER=${order}" TIMEOUT 30)
 endforeach()
+# A barrier (or warp exchange) that some threads of the block returned before must stop
+# the emulator, naming the fault (it would hang or misbehave on a GPU): whether the
+# return comes before the others wait (odd, run in reverse order: thread 63 returns
+# before 62 waits) or after (high), and for a shuffle (warp).
+foreach(how odd high warp)
+  add_test(NAME emu.barrier_after_return.${how} COMMAND sh -c
+    "ulimit -c 0; out=$($<TARGET_FILE:emu_order_test> barrier-after-return:${how} 2>&1); rc=$?; echo \"$out\"; [ $rc -ne 0 ] && echo \"$out\" | grep -q 'returned'")
+  set_tests_properties(emu.barrier_after_return.${how} PROPERTIES LABELS "emu" TIMEOUT 30)
+endforeach()
+set_tests_properties(emu.barrier_after_return.odd PROPERTIES ENVIRONMENT "LOUPE_EMU_ORDER=reverse")

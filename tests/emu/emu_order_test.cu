@@ -6,6 +6,8 @@
 // a slot no thread of this block wrote reads NaN, not zero nor an earlier block's value.
 // Built only for the emulator (tests/emu/emu.cmake).
 //   emu_order_test forward|reverse|shuffle   (LOUPE_EMU_ORDER set to match)
+//   emu_order_test barrier-after-return:odd|high|warp
+//                                            (must abort: a barrier some threads skip)
 #include <cuda_runtime.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -36,6 +38,18 @@ __global__ void partly_written(float *y) {
     y[blockIdx.x * THREADS + threadIdx.x] = s[threadIdx.x];
 }
 
+// Some threads return before the barrier (or warp exchange) the others reach: not
+// allowed in CUDA. how: 0 the odd threads (a return before others wait), 1 the upper
+// half (others wait first), 2 lanes 16-31 of a full-mask shuffle.
+__global__ void barrier_after_return(float *y, int how) {
+    const unsigned t = threadIdx.x;
+    if (how == 0 ? t % 2 : t >= THREADS / 2 || (how == 2 && t % 32 >= 16)) return;
+    float v = (float)t;
+    if (how == 2) v += __shfl_down_sync(0xffffffffu, v, 1);
+    else __syncthreads();
+    y[t] = v;
+}
+
 static int fails;
 #define CHECK(cond, ...)                                                                                               \
     do {                                                                                                               \
@@ -64,8 +78,17 @@ static int run_left(const float *dx, float *dy, int sync, const float *x, float 
 int main(int argc, char **argv) {
     const char *mode = argc > 1 ? argv[1] : "";
     const int fwd = !strcmp(mode, "forward"), rev = !strcmp(mode, "reverse"), shuf = !strcmp(mode, "shuffle");
+    if (!strncmp(mode, "barrier-after-return:", 21)) { /* must end in the emulator's abort, naming the fault */
+        const char *how = mode + 21;
+        float *d;
+        if (cudaMalloc((void **)&d, sizeof(float) * THREADS)) return 1;
+        barrier_after_return<<<1, THREADS>>>(d, !strcmp(how, "odd") ? 0 : !strcmp(how, "high") ? 1 : 2);
+        cudaDeviceSynchronize();
+        printf("FAIL: the emulator let a barrier after a return pass (%s)\n", how);
+        return 1;
+    }
     if (!fwd && !rev && !shuf) {
-        fprintf(stderr, "usage: emu_order_test forward|reverse|shuffle\n");
+        fprintf(stderr, "usage: emu_order_test forward|reverse|shuffle|barrier-after-return:odd|high|warp\n");
         return 2;
     }
     enum { N = BLOCKS * THREADS };

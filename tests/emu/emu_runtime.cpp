@@ -143,7 +143,7 @@ struct Fiber {
 };
 const size_t fiber_stack = 256 << 10;
 std::vector<Fiber *> fibers;
-std::vector<unsigned> warp_alive, warp_waiting;
+std::vector<unsigned> warp_alive, warp_waiting, warp_mask; /* warp_mask: lanes named by waiting exchanges */
 std::vector<uint64_t> lane_slots;
 ucontext_t sched_uc;
 jmp_buf sched_jb;
@@ -190,10 +190,24 @@ void resume(unsigned t) {
     abort();
 }
 
-void wait(int state) {
+const char *const RETURNED_BLOCK = "__syncthreads after some threads of the block returned";
+const char *const RETURNED_WARP = "a warp exchange after some lanes it names returned";
+
+void wait(int state, unsigned mask = 0) {
     if (direct)
         fatal("a barrier in a block run without fibers (its first block had none): set LOUPE_EMU_FIBERS=1");
     used_barrier = true;
+    /* CUDA asks every thread of the block (every lane the mask names, for a warp
+     * exchange) to reach the barrier: one that returned is a GPU's hang or undefined
+     * result, however the emulator could carry on. Caught here when the return came
+     * first, in run_block_fibers when the wait did. */
+    if (state == WAIT_BLOCK && alive != n_threads) fatal(RETURNED_BLOCK);
+    if (state == WAIT_WARP) {
+        const unsigned w = cur / 32;
+        for (unsigned l = 0; l < 32 && w * 32 + l < n_threads; l++)
+            if ((mask >> l & 1) && fibers[w * 32 + l]->state == DONE) fatal(RETURNED_WARP);
+        warp_mask[w] |= mask;
+    }
     Fiber *f = fibers[cur];
     f->state = state;
     if (state == WAIT_BLOCK) block_waiting++;
@@ -219,6 +233,7 @@ void run_block_fibers() {
     }
     warp_alive.assign((n_threads + 31) / 32, 0);
     warp_waiting.assign(warp_alive.size(), 0);
+    warp_mask.assign(warp_alive.size(), 0);
     for (unsigned t = 0; t < n_threads; t++) fibers[t]->state = READY, warp_alive[t / 32]++;
     alive = n_threads;
     block_waiting = 0;
@@ -231,7 +246,11 @@ void run_block_fibers() {
             if (fibers[t]->state != READY) continue;
             resume(t);
             ran = true;
-            if (fibers[t]->state == DONE) alive--, warp_alive[t / 32]--;
+            if (fibers[t]->state == DONE) {
+                alive--, warp_alive[t / 32]--;
+                if (block_waiting) fatal(RETURNED_BLOCK); /* others wait at a barrier it never reached */
+                if (warp_mask[t / 32] >> (t % 32) & 1) fatal(RETURNED_WARP);
+            }
         }
         /* Release the warps whose live lanes all wait, then the block if all wait. */
         bool released = false;
@@ -240,6 +259,7 @@ void run_block_fibers() {
                 for (unsigned t = (unsigned)w * 32; t < n_threads && t < (unsigned)w * 32 + 32; t++)
                     if (fibers[t]->state == WAIT_WARP) fibers[t]->state = READY;
                 warp_waiting[w] = 0;
+                warp_mask[w] = 0;
                 released = true;
             }
         if (block_waiting && block_waiting == alive) {
@@ -352,14 +372,15 @@ void launch(dim3 g, dim3 b, size_t shmem, void *stream, std::function<void()> fn
 extern "C" {
 
 void lp_emu_syncthreads(void) { wait(WAIT_BLOCK); }
-void lp_emu_syncwarp(void) { wait(WAIT_WARP); }
+void lp_emu_syncwarp(unsigned mask) { wait(WAIT_WARP, mask); }
 void *lp_emu_lane_slot(unsigned tid) { return &lane_slots[tid]; }
 
-void lp_emu_shared(void *p, size_t bytes) {
-    uint64_t &b = shared_block[p];
+void lp_emu_shared(const volatile void *p, size_t bytes) {
+    void *q = const_cast<void *>(p);
+    uint64_t &b = shared_block[q];
     if (b == block_serial) return; /* another thread of this block got here first */
     b = block_serial;
-    memset(p, 0xff, bytes);
+    memset(q, 0xff, bytes);
 }
 
 cudaError_t lp_emu_device_op(void *stream, void (*fn)(void *), void *arg) {

@@ -17,8 +17,8 @@
  *    at a layer) against unpacked bf16 and the CPU, and several backwards from one
  *    forward; and, bit for bit, on integer-valued models (exec_lean_exact.c).
  *  - Test builds on the emulator: a cached device block handed out again holds NaN
- *    bytes, not what its last user left (what lets the tests above catch a pass that
- *    reads a buffer before writing it, on its second run as on its first).
+ *    bytes, not what its last user left (so an op reading a buffer it was just given
+ *    before writing it fails on later passes too, not only the first).
  * Prints "SKIPPED: ..." (CTest's skip pattern) without a CUDA device. */
 #include <setjmp.h>
 #include <stdarg.h>

@@ -3,7 +3,8 @@
  * host thread: a thread runs until __syncthreads (or a warp shuffle) and the next one
  * goes on, so barriers, shared memory and warp exchanges behave as on a GPU, in the
  * order LOUPE_EMU_ORDER names (forward, reverse, shuffle: emu_runtime.cpp), so races
- * show where some order makes a read see a stale value. `kernel<<<g, b, sh, s>>>(a)`
+ * show where some order makes a read see a stale value; a barrier (or warp exchange)
+ * that some threads (lanes the mask names) skip by returning stops the emulator. `kernel<<<g, b, sh, s>>>(a)`
  * is rewritten by tests/emu/cu2cpp.py to `lp_emu::Launch(g, b, sh, s).run(kernel, a)`. */
 #ifndef LP_EMU_KERNEL_H
 #define LP_EMU_KERNEL_H
@@ -47,27 +48,29 @@ static const int warpSize = 32;
 
 extern "C" {
 void lp_emu_syncthreads(void);
-void lp_emu_syncwarp(void);
+/* A warp barrier for the lanes `mask` names; every live lane of the warp must reach it
+ * (partial-mask exchanges among fewer lanes are not emulated: they end in the
+ * emulator's deadlock report). */
+void lp_emu_syncwarp(unsigned mask = 0xffffffffu);
 void *lp_emu_lane_slot(unsigned tid); /* 8 bytes a thread, for warp exchanges */
 /* After each __shared__ declaration (cu2cpp.py): NaN bytes into the array when the
  * block's first thread reaches it, as shared memory starts undefined on a GPU. */
-void lp_emu_shared(void *p, size_t bytes);
+void lp_emu_shared(const volatile void *p, size_t bytes);
 }
 #define __syncthreads() lp_emu_syncthreads()
-#define __syncwarp(...) lp_emu_syncwarp()
+#define __syncwarp(...) lp_emu_syncwarp(__VA_ARGS__)
 static inline void __threadfence(void) {}
 static inline void __threadfence_block(void) {}
 
 template <class T> static inline T __shfl_down_sync(unsigned mask, T v, unsigned delta, int width = 32) {
     static_assert(sizeof(T) <= 8, "lp_emu: shuffle of a type over 8 bytes");
-    (void)mask;
     const unsigned n = blockDim.x * blockDim.y * blockDim.z;
     const unsigned t = threadIdx.x + blockDim.x * (threadIdx.y + blockDim.y * threadIdx.z);
     memcpy(lp_emu_lane_slot(t), &v, sizeof v);
-    lp_emu_syncwarp(); /* every lane has written */
+    lp_emu_syncwarp(mask); /* every lane has written */
     T r = v;
     if ((t % 32) % (unsigned)width + delta < (unsigned)width && t + delta < n) memcpy(&r, lp_emu_lane_slot(t + delta), sizeof r);
-    lp_emu_syncwarp(); /* every lane has read before the slots are written again */
+    lp_emu_syncwarp(mask); /* every lane has read before the slots are written again */
     return r;
 }
 
