@@ -5,6 +5,11 @@
 #
 #   bash tests/gpu/check.sh               full check; logs in $LOUPE_OUT (default gpu-out/)
 #   bash tests/gpu/check.sh --libs-only   only: does every library resolve as on the host?
+# For a second, narrower run in the same session (GPU time is minutes):
+#   LOUPE_CHECK_STEPS=ctest|bench|ctest,bench   the steps to run (default both)
+#   LOUPE_CTEST_REGEX=REGEX                     only the gpu tests whose names match (ctest -R)
+#   LOUPE_GPU_BENCHES='ENTRY; ENTRY'            these bench entries instead of the list below,
+#                                               e.g. 'gpu_forward --models vgg16 @200'
 # Exits non-zero if any step failed. Compiles nothing: the host has no build tools to spare.
 set -uo pipefail
 
@@ -39,6 +44,19 @@ GPU_BENCHES=(
     'gpu_tsne --budget 55 @60'
 )
 # BENCH-LIST-END
+STEPS=${LOUPE_CHECK_STEPS:-ctest,bench}
+if [[ ! $STEPS =~ ^(ctest|bench)(,(ctest|bench))?$ ]]; then
+    echo "check.sh: LOUPE_CHECK_STEPS='$STEPS': expected ctest, bench or ctest,bench" >&2
+    exit 2
+fi
+if [ -n "${LOUPE_GPU_BENCHES:-}" ]; then
+    IFS=';' read -r -a GPU_BENCHES <<<"$LOUPE_GPU_BENCHES"
+    for i in "${!GPU_BENCHES[@]}"; do # trim the blanks around each entry
+        e=${GPU_BENCHES[$i]}
+        e=${e#"${e%%[![:space:]]*}"}
+        GPU_BENCHES[$i]=${e%"${e##*[![:space:]]}"}
+    done
+fi
 
 cd "$ROOT" || exit 1
 if [ ! -f "$BUILD/loupe-gpu-paths.env" ]; then
@@ -174,36 +192,44 @@ echo "== libraries"
 t0=$SECONDS
 if check_libs; then record "libraries" ok $((SECONDS - t0)); else record "libraries" "FAIL (see above)" $((SECONDS - t0)); fi
 
-run_step "ctest -L gpu" "$CTEST_LIMIT_S" "$OUT/ctest.log" \
-    env OMP_NUM_THREADS="${OMP_NUM_THREADS:-$CTEST_THREADS}" \
-    ctest --test-dir "$BUILD" -L gpu --no-tests=error -V -j "$CTEST_JOBS" --timeout $((CTEST_LIMIT_S - 20)) \
-    --output-junit "$OUT/ctest-junit.xml"
-grep -E '^[0-9]+: SKIPPED:' "$OUT/ctest.log" | sed 's/^/skip reason (test #): /'
-total=$(grep -o 'tests failed out of [0-9]*' "$OUT/ctest.log" | tail -1 | grep -o '[0-9]*$')
-skipped=$(grep -c '(Skipped)' "$OUT/ctest.log")
-result=$STEP_RESULT
-if [ "$STEP_RC" -eq 0 ] && [ "${skipped:-0}" -gt 0 ]; then
-    if [ "$HAVE_GPU" -eq 1 ] && [ "${LOUPE_ALLOW_SKIP:-0}" != 1 ]; then
-        result="FAIL ($skipped of ${total:-?} skipped on a GPU host)"
-    elif [ "$HAVE_GPU" -eq 1 ]; then
-        result="ok ($skipped of ${total:-?} skipped, LOUPE_ALLOW_SKIP=1)"
-    else
-        result="ok ($skipped of ${total:-?} skipped: no GPU)"
+ctest_step() {
+    local only=()
+    [ -z "${LOUPE_CTEST_REGEX:-}" ] || only=(-R "$LOUPE_CTEST_REGEX")
+    run_step "ctest -L gpu" "$CTEST_LIMIT_S" "$OUT/ctest.log" \
+        env OMP_NUM_THREADS="${OMP_NUM_THREADS:-$CTEST_THREADS}" \
+        ctest --test-dir "$BUILD" -L gpu "${only[@]}" --no-tests=error -V -j "$CTEST_JOBS" \
+        --timeout $((CTEST_LIMIT_S - 20)) --output-junit "$OUT/ctest-junit.xml"
+    grep -E '^[0-9]+: SKIPPED:' "$OUT/ctest.log" | sed 's/^/skip reason (test #): /'
+    total=$(grep -o 'tests failed out of [0-9]*' "$OUT/ctest.log" | tail -1 | grep -o '[0-9]*$')
+    skipped=$(grep -c '(Skipped)' "$OUT/ctest.log")
+    result=$STEP_RESULT
+    if [ "$STEP_RC" -eq 0 ] && [ "${skipped:-0}" -gt 0 ]; then
+        if [ "$HAVE_GPU" -eq 1 ] && [ "${LOUPE_ALLOW_SKIP:-0}" != 1 ]; then
+            result="FAIL ($skipped of ${total:-?} skipped on a GPU host)"
+        elif [ "$HAVE_GPU" -eq 1 ]; then
+            result="ok ($skipped of ${total:-?} skipped, LOUPE_ALLOW_SKIP=1)"
+        else
+            result="ok ($skipped of ${total:-?} skipped: no GPU)"
+        fi
+    elif [ "$STEP_RC" -eq 0 ]; then
+        result="ok (${total:-?} tests)"
     fi
-elif [ "$STEP_RC" -eq 0 ]; then
-    result="ok (${total:-?} tests)"
-fi
-record "ctest -L gpu" "$result" "$STEP_T"
+    record "ctest -L gpu${LOUPE_CTEST_REGEX:+ -R $LOUPE_CTEST_REGEX}" "$result" "$STEP_T"
+}
+[[ $STEPS == *ctest* ]] && ctest_step
 
-# Benches: the listed ones, then any other bench/gpu_* program present.
+# Benches: the listed ones, then any other bench/gpu_* program present (only the listed
+# ones when LOUPE_GPU_BENCHES names them; none when the steps leave the benches out).
 benches=("${GPU_BENCHES[@]}")
+[[ $STEPS == *bench* ]] || benches=()
 for p in "$BUILD"/bench/gpu_*; do
+    [[ $STEPS == *bench* ]] && [ -z "${LOUPE_GPU_BENCHES:-}" ] || break
     [ -x "$p" ] || continue
     listed=0
     for b in "${GPU_BENCHES[@]}"; do [ "${b%% *}" = "$(basename "$p")" ] && listed=1; done
     [ $listed -eq 1 ] || benches+=("$(basename "$p")")
 done
-[ ${#benches[@]} -gt 0 ] || record "bench" "info: no GPU bench programs yet" 0
+[ ${#benches[@]} -gt 0 ] || [[ $STEPS != *bench* ]] || record "bench" "info: no GPU bench programs yet" 0
 for entry in "${benches[@]}"; do
     own_limit=$BENCH_LIMIT_S
     if [[ $entry =~ ^(.*)\ @([0-9]+)$ ]]; then
