@@ -278,10 +278,20 @@ int lp_k_add_relu(lp_stream s, const float *a, const float *b, float *y, int64_t
     LAUNCH_END;
 }
 
+// A launch whose threads would write one address more than once: a race on a GPU (lost
+// updates), which the one-thread-at-a-time emulator cannot show. Refused up front.
+static int one_writer(const lp_bcast *bc, const int64_t *stride) {
+    for (int d = 0; d < bc->ndim; d++)
+        if (bc->shape[d] > 1 && stride[d] == 0) return 0;
+    return 1;
+}
+
 int lp_k_binary_bwd(lp_stream s, int kind, const lp_bcast *bc, int which, int direct, const float *a,
                     const float *b, const float *y, const float *dy, float *g) {
     int64_t n = bc_numel(bc);
     if (n <= 0) return 0;
+    // direct: g is written at the operand's own offset, so it must not be broadcast
+    if (direct && !one_writer(bc, which ? bc->sb : bc->sa)) return (int)cudaErrorInvalidValue;
     binary_bwd_kernel<<<grid_for(n), LP_THREADS, 0, (cudaStream_t)s>>>(kind, *bc, n, which, direct, a, b, y, dy, g);
     LAUNCH_END;
 }
@@ -315,6 +325,7 @@ int lp_k_reduce_sum(lp_stream s, const lp_bcast *bc, const float *x, float *y, f
 int lp_k_broadcast(lp_stream s, const lp_bcast *bc, const float *y, float *x, float scale, int accumulate) {
     int64_t n = bc_numel(bc);
     if (n <= 0) return 0;
+    if (!one_writer(bc, bc->sa)) return (int)cudaErrorInvalidValue; // x is the full shape
     broadcast_kernel<<<grid_for(n), LP_THREADS, 0, (cudaStream_t)s>>>(*bc, n, y, x, scale, accumulate);
     LAUNCH_END;
 }

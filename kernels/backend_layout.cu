@@ -115,6 +115,8 @@ int lp_k_transpose(lp_stream s, int ndim, const int64_t *shape, const int *perm,
 int lp_k_copy2d(lp_stream s, int64_t outer, int64_t len, const float *src, int64_t src_stride, float *dst,
                 int64_t dst_stride, int accumulate) {
     if (outer <= 0 || len <= 0) return 0;
+    // rows of dst that overlap would be written by two threads: a race on a GPU
+    if (outer > 1 && (dst_stride < 0 ? -dst_stride : dst_stride) < len) return (int)cudaErrorInvalidValue;
     copy2d_kernel<<<grid_for(outer * len), LP_THREADS, 0, (cudaStream_t)s>>>(outer, len, src, src_stride, dst,
                                                                               dst_stride, accumulate);
     LAUNCH_END;

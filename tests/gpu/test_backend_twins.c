@@ -1834,6 +1834,44 @@ static void t_packed(void **state) {
 }
 
 /* ---------------------------------------------------------------------------------
+ * launches whose threads would write one address twice (a race on a GPU, invisible to
+ * the one-thread-at-a-time emulator) are refused: broadcast into a broadcast shape,
+ * copy2d into overlapping rows */
+
+static void t_race_refused(void **state) {
+    (void)state;
+    group_begin("racy launches refused");
+    if (g_selftest) printf("(self-test: the refusals are the CUDA launchers'; not run)\n");
+    if (!g_broken && !g_selftest) {
+        void *a = NULL, *b = NULL;
+        int ok = DUT->alloc(64 * sizeof(float), &a) == LP_OK && DUT->alloc(64 * sizeof(float), &b) == LP_OK;
+        if (ok) {
+            lp_bcast bc = {2, {4, 8}, {0, 1}, {8, 1}}; /* x (a) broadcast over 4 rows: 4 writers per element */
+            lp_clear_error();
+            lp_status s1 = DUT->broadcast(&bc, b, a, 1.f, 0);
+            const char *m1 = lp_last_error();
+            int ok1 = s1 != LP_OK && m1 && strstr(m1, "lp_k_broadcast");
+            printf("%s  %-18s %-62s %s \"%s\"\n", ok1 ? "PASS" : "FAIL", "broadcast", "into a broadcast x: refused",
+                   lp_status_str(s1), m1 ? m1 : "");
+            lp_clear_error();
+            lp_status s2 = DUT->copy2d(4, 8, b, 8, a, 4, 0); /* rows of 8 every 4: overlapping */
+            const char *m2 = lp_last_error();
+            int ok2 = s2 != LP_OK && m2 && strstr(m2, "lp_k_copy2d");
+            printf("%s  %-18s %-62s %s \"%s\"\n", ok2 ? "PASS" : "FAIL", "copy2d", "overlapping destination rows: refused",
+                   lp_status_str(s2), m2 ? m2 : "");
+            lp_clear_error();
+            ok = ok1 && ok2;
+        } else {
+            printf("FAIL  could not allocate for the refusal cases: %s\n", lp_last_error());
+        }
+        count(ok);
+        if (a) DUT->free(a);
+        if (b) DUT->free(b);
+    }
+    group_end("racy launches refused");
+}
+
+/* ---------------------------------------------------------------------------------
  * out of memory: an absurd allocation fails cleanly, and the backend still works */
 
 static void t_oom(void **state) {
@@ -1922,7 +1960,7 @@ int main(void) {
         cmocka_unit_test(t_copy2d),  cmocka_unit_test(t_slice),     cmocka_unit_test(t_pad),
         cmocka_unit_test(t_lrn),     cmocka_unit_test(t_affine),    cmocka_unit_test(t_blas1),
         cmocka_unit_test(t_tf32),    cmocka_unit_test(t_bf16),      cmocka_unit_test(t_packed),
-        cmocka_unit_test(t_oom),
+        cmocka_unit_test(t_race_refused), cmocka_unit_test(t_oom),
     };
     double t0 = now_s();
     int failed_groups = cmocka_run_group_tests_name("backend twins", tests, NULL, NULL);
