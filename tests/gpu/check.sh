@@ -220,16 +220,19 @@ ctest_step() {
 
 # Benches: the listed ones, then any other bench/gpu_* program present (only the listed
 # ones when LOUPE_GPU_BENCHES names them; none when the steps leave the benches out).
-benches=("${GPU_BENCHES[@]}")
-[[ $STEPS == *bench* ]] || benches=()
-for p in "$BUILD"/bench/gpu_*; do
-    [[ $STEPS == *bench* ]] && [ -z "${LOUPE_GPU_BENCHES:-}" ] || break
-    [ -x "$p" ] || continue
-    listed=0
-    for b in "${GPU_BENCHES[@]}"; do [ "${b%% *}" = "$(basename "$p")" ] && listed=1; done
-    [ $listed -eq 1 ] || benches+=("$(basename "$p")")
-done
-[ ${#benches[@]} -gt 0 ] || [[ $STEPS != *bench* ]] || record "bench" "info: no GPU bench programs yet" 0
+benches=()
+if [[ $STEPS == *bench* ]]; then
+    benches=("${GPU_BENCHES[@]}")
+    if [ -z "${LOUPE_GPU_BENCHES:-}" ]; then
+        for p in "$BUILD"/bench/gpu_*; do
+            [ -x "$p" ] || continue
+            listed=0
+            for b in "${GPU_BENCHES[@]}"; do [ "${b%% *}" = "$(basename "$p")" ] && listed=1; done
+            [ $listed -eq 1 ] || benches+=("$(basename "$p")")
+        done
+    fi
+    [ ${#benches[@]} -gt 0 ] || record "bench" "info: no GPU bench programs yet" 0
+fi
 for entry in "${benches[@]}"; do
     own_limit=$BENCH_LIMIT_S
     if [[ $entry =~ ^(.*)\ @([0-9]+)$ ]]; then
