@@ -51,6 +51,11 @@ void lp_device_memory_reset_peak(lp_device d) {
 void lp_device_memory_trim(lp_device d) {
     if (d == LP_DEVICE_CUDA) lp_cuda_memory_trim();
 }
+lp_status lp_device_fusion_stats(lp_device d, lp_fusion_stats *out) {
+    memset(out, 0, sizeof *out);
+    if (d == LP_DEVICE_CUDA) return lp_cuda_fusion_stats(out);
+    return lp_fail(LP_ERR_DEVICE, "fused convolutions are a CUDA device's only");
+}
 
 static const char *const precision_names[] = {"fp32", "tf32", "bf16"};
 

@@ -235,6 +235,7 @@ const char *lp_cuda_device_name(void);
 lp_status lp_cuda_memory_stats(lp_memory_stats *out);
 void lp_cuda_memory_reset_peak(void);
 void lp_cuda_memory_trim(void);
+lp_status lp_cuda_fusion_stats(lp_fusion_stats *out); /* lp_device_fusion_stats for CUDA */
 /* CUDA graphs (cuda_graph.c; without CUDA, begin fails and the rest are no-ops).
  * begin starts capturing the backend's stream; end gives the graph, or NULL when the
  * pass was not graphable (none of its work ran: run it again without capture). */

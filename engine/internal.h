@@ -8,6 +8,7 @@
 
 #include <stdarg.h>
 #include <stdio.h>
+#include <time.h>
 
 /* ---- errors ---------------------------------------------------------------- */
 /* Set the thread's last error (printf-style) and return `s`. */
@@ -136,6 +137,12 @@ static inline int64_t lp_float_to_int64(float f) {
     if (f >= 9.2e18f) return INT64_MAX;
     if (f <= -9.2e18f) return INT64_MIN;
     return (int64_t)f;
+}
+/* Monotonic seconds, for progress and the library's own timing decisions. */
+static inline double lp_now_s(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
 }
 float lp_attr_float(const lp_node *n, const char *name, float dflt);
 /* Copies up to max ints; returns the count (or -1 if absent). */

@@ -79,6 +79,22 @@ void lp_device_memory_reset_peak(lp_device d);
 /* Give cached device memory back to the driver. */
 void lp_device_memory_trim(lp_device d);
 
+/* CUDA, fp32/tf32: cuDNN's fused convolution + bias + activation, decided per forward
+ * convolution shape and activation (none / ReLU) on its first call outside a graph:
+ * used where it matches Loupe's own convolution-then-kernel path on a sample and runs
+ * faster (LOUPE_CUDNN_FUSE=0: never; =1: wherever it matches). The decisions so far;
+ * ms_*: one call each, summed over the shapes that were timed. */
+typedef struct lp_fusion_stats {
+    int fused;      /* matched and ran faster (or LOUPE_CUDNN_FUSE=1) */
+    int slower;     /* matched, ran slower: Loupe's path kept */
+    int refused;    /* cuDNN refused the fused call */
+    int mismatched; /* its sample differed from Loupe's path: that path kept */
+    int off;        /* LOUPE_CUDNN_FUSE=0, or deciding failed */
+    int untried;    /* after 10 s spent deciding (per process): Loupe's path */
+    double ms_fused, ms_ours;
+} lp_fusion_stats;
+lp_status lp_device_fusion_stats(lp_device d, lp_fusion_stats *out);
+
 /* Math of convolutions and GEMMs. fp32: exact IEEE float (TF32 off); tf32: tensor
  * cores with TF32 inputs; bf16: tensor cores, bfloat16 inputs in NHWC, fp32
  * accumulation. Everything else stays fp32. tf32 and bf16 need the CUDA backend. */

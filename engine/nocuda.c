@@ -22,6 +22,10 @@ lp_status lp_cuda_memory_stats(lp_memory_stats *out) {
 }
 void lp_cuda_memory_reset_peak(void) {}
 void lp_cuda_memory_trim(void) {}
+lp_status lp_cuda_fusion_stats(lp_fusion_stats *out) {
+    (void)out;
+    return lp_fail(LP_ERR_DEVICE, "this build of Loupe has no CUDA backend");
+}
 
 lp_status lp_cuda_graph_begin(void) { return lp_fail(LP_ERR_DEVICE, "this build of Loupe has no CUDA backend"); }
 lp_status lp_cuda_graph_end(lp_graph **out) {

@@ -9,9 +9,12 @@
  * its workspace taken from a grow-only scratch slot. cuDNN pads symmetrically; an
  * asymmetric pad (TensorFlow's SAME) is made explicit with our pad kernel first.
  * Weight gradients in bf16 mode run in tf32: a bf16 weight gradient would lose what
- * training and second-order methods need, and input-gradient passes never ask for it. */
+ * training and second-order methods need, and input-gradient passes never ask for it.
+ * fp32 and tf32 forwards with a bias and no activation or a ReLU may run as cuDNN's
+ * fused convolution + bias + activation (see fuse_decide). */
 #include "cuda/cuda_internal.h"
 
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -30,7 +33,14 @@ typedef struct conv_plan {
     size_t ws;
     int unsupported; /* bf16 only: cuDNN has no kernel for it (remembered, so the tf32
                       * fallback costs no new measurement, nor a graph capture) */
+    /* forward, fp32/tf32: cuDNN's fused call or ours, per activation (FUSE_*), with
+     * the times measured for one call of each (ms; 0 where not timed) */
+    signed char fuse[2];
+    float fuse_ms[2][2];
+    cudnnTensorDescriptor_t bias; /* 1 x K x 1 x 1, made with the first decision */
 } conv_plan;
+
+enum { FUSE_UNDECIDED = 0, FUSE_YES, FUSE_SLOWER, FUSE_REFUSED, FUSE_MISMATCH, FUSE_OFF, FUSE_UNTRIED };
 
 #define PLAN_CAP 1024
 static conv_plan *plans[PLAN_CAP];
@@ -42,6 +52,7 @@ static void plan_free(conv_plan *p) {
     if (p->y) cudnnDestroyTensorDescriptor(p->y);
     if (p->w) cudnnDestroyFilterDescriptor(p->w);
     if (p->conv) cudnnDestroyConvolutionDescriptor(p->conv);
+    if (p->bias) cudnnDestroyTensorDescriptor(p->bias);
     free(p);
 }
 
@@ -216,6 +227,7 @@ static lp_status workspace(lp_cuda *c, conv_plan *p, void **ws) {
     if (s != LP_ERR_OOM) return s;
     LP_TRY(plan_algo(c, p, 0));
     lp_clear_error();
+    p->fuse[0] = p->fuse[1] = FUSE_UNDECIDED; /* decided for the old algorithm */
     return LP_OK;
 }
 
@@ -252,6 +264,172 @@ static int bf16_fallback(lp_cuda *c, lp_precision *prec, int dir, const lp_conv_
 
 static const float one = 1.f, zero = 0.f;
 
+/* ---- cuDNN's fused convolution + bias + activation ------------------------------
+ * cudnnConvolutionBiasActivationForward computes y = act(conv(x) + bias) in one call
+ * where ours is cuDNN's convolution, then our bias + activation kernel over y. cuDNN
+ * offers it for ReLU and for no activation (the latter only with the implicit
+ * precomputed GEMM algorithm); a capped ReLU (ReLU6) stays ours. Whether it is used is
+ * decided per plan and activation on the first call outside a graph capture: the fused
+ * call must run, must match ours on a sample of y (written over NaN, so a fused call
+ * that reads z although alpha2 is 0 shows), and must be the faster of the two (cuDNN
+ * events, best of three calls each). Deciding stops after 10 s in all per process
+ * (LOUPE_CUDNN_FUSE_BUDGET_S): a cuDNN that compiled a kernel at each first call would
+ * otherwise slow every new shape's first pass without end. LOUPE_CUDNN_FUSE=0 never
+ * fuses; =1 fuses wherever the call runs and matches, untimed (tests). */
+
+static cudnnActivationDescriptor_t act_desc[2]; /* none, ReLU */
+static double fuse_spent_s;                     /* on deciding, so far */
+
+/* The activation index (0 none, 1 ReLU) when d may run fused, else -1. */
+static int fuse_kind(const conv_plan *p, const lp_conv_desc *d, const float *b) {
+    if (p->prec == LP_PREC_BF16 || d->accumulate || !b) return -1;
+    if (d->act == INFINITY) return 1;
+    return d->act > 0.f || p->algo != CUDNN_CONVOLUTION_FWD_ALGO_IMPLICIT_PRECOMP_GEMM ? -1 : 0;
+}
+
+static lp_status fwd_ours(lp_cuda *c, const conv_plan *p, const lp_conv_desc *d, const float *x, const float *w,
+                          const float *b, float *y, void *ws) {
+    LP_DNN(cudnnConvolutionForward(c->dnn, &one, p->x, x, p->w, w, p->conv, (cudnnConvolutionFwdAlgo_t)p->algo, ws,
+                                   p->ws, d->accumulate ? &one : &zero, p->y, y));
+    LP_KERNEL(lp_k_bias_act((lp_stream)c->stream, d->n, d->k, (int64_t)d->oh * d->ow, b, d->act, y));
+    return LP_OK;
+}
+
+static cudnnStatus_t fwd_fused(lp_cuda *c, const conv_plan *p, int kind, const float *x, const float *w,
+                               const float *b, float *y, void *ws) {
+    return cudnnConvolutionBiasActivationForward(c->dnn, &one, p->x, x, p->w, w, p->conv,
+                                                 (cudnnConvolutionFwdAlgo_t)p->algo, ws, p->ws, &zero, p->y, y,
+                                                 p->bias, b, act_desc[kind], p->y, y);
+}
+
+/* The first FUSE_SAMPLE values of y (the leading channels of the first images) to the host. */
+#define FUSE_SAMPLE ((size_t)1 << 20)
+static lp_status sample_y(lp_cuda *c, const float *y, size_t n, float *host) {
+    LP_CUDA(cudaMemcpyAsync(host, y, sizeof(float) * n, cudaMemcpyDeviceToHost, c->stream));
+    LP_CUDA(cudaStreamSynchronize(c->stream));
+    return LP_OK;
+}
+
+/* Relative L2 distance of a from the reference r (NaN anywhere: infinite). */
+static double rel_l2(const float *a, const float *r, size_t n) {
+    double num = 0, den = 0;
+    for (size_t i = 0; i < n; i++) {
+        const double e = (double)a[i] - r[i];
+        num += e * e, den += (double)r[i] * r[i];
+    }
+    if (num != num || den != den) return INFINITY;
+    return num == 0 ? 0 : den > 0 ? sqrt(num / den) : INFINITY;
+}
+
+/* Milliseconds of one call each, best of three, alternating; ours runs last, so y
+ * ends as ours wrote it. */
+static lp_status fuse_time(lp_cuda *c, const conv_plan *p, int kind, const lp_conv_desc *d, const float *x,
+                           const float *w, const float *b, float *y, void *ws, float ms[2]) {
+    static cudaEvent_t ev[3]; /* made once, kept */
+    for (int i = 0; i < 3; i++)
+        if (!ev[i]) LP_CUDA(cudaEventCreate(&ev[i]));
+    ms[0] = ms[1] = INFINITY;
+    for (int r = 0; r < 3; r++) {
+        float t[2];
+        LP_CUDA(cudaEventRecord(ev[0], c->stream));
+        LP_DNN(fwd_fused(c, p, kind, x, w, b, y, ws));
+        LP_CUDA(cudaEventRecord(ev[1], c->stream));
+        LP_TRY(fwd_ours(c, p, d, x, w, b, y, ws));
+        LP_CUDA(cudaEventRecord(ev[2], c->stream));
+        LP_CUDA(cudaEventSynchronize(ev[2]));
+        LP_CUDA(cudaEventElapsedTime(&t[0], ev[0], ev[1]));
+        LP_CUDA(cudaEventElapsedTime(&t[1], ev[1], ev[2]));
+        for (int k = 0; k < 2; k++) ms[k] = t[k] < ms[k] ? t[k] : ms[k];
+    }
+    return LP_OK;
+}
+
+static int fuse_setting(void) { /* 0 never, 1 whenever it matches, 2 (default) when also faster */
+    const char *e = getenv("LOUPE_CUDNN_FUSE");
+    return e && !strcmp(e, "0") ? 0 : e && !strcmp(e, "1") ? 1 : 2;
+}
+static double fuse_budget_s(void) {
+    const char *e = getenv("LOUPE_CUDNN_FUSE_BUDGET_S");
+    char *end;
+    const double v = e && *e ? strtod(e, &end) : -1;
+    return v >= 0 && !*end ? v : 10.0;
+}
+
+/* fuse_decide's work, with two host buffers of ns values. */
+static lp_status fuse_try(lp_cuda *c, conv_plan *p, int kind, int setting, const lp_conv_desc *d, const float *x,
+                          const float *w, const float *b, float *y, void *ws, size_t ns, float *ref, float *got) {
+    LP_TRY(fwd_ours(c, p, d, x, w, b, y, ws));
+    LP_TRY(sample_y(c, y, ns, ref));
+    LP_CUDA(cudaMemsetAsync(y, 0xff, sizeof(float) * d->n * d->k * d->oh * d->ow, c->stream));
+    if (fwd_fused(c, p, kind, x, w, b, y, ws) != CUDNN_STATUS_SUCCESS) {
+        cudaGetLastError();
+        p->fuse[kind] = FUSE_REFUSED;
+        return fwd_ours(c, p, d, x, w, b, y, ws);
+    }
+    LP_TRY(sample_y(c, y, ns, got));
+    /* the two differ in summation order at most (tf32: in their tensor-core kernels) */
+    if (!(rel_l2(got, ref, ns) <= (p->prec == LP_PREC_FP32 ? 1e-4 : 5e-3))) {
+        p->fuse[kind] = FUSE_MISMATCH;
+        return fwd_ours(c, p, d, x, w, b, y, ws);
+    }
+    if (setting == 1) {
+        p->fuse[kind] = FUSE_YES; /* y: the fused result */
+        return LP_OK;
+    }
+    LP_TRY(fuse_time(c, p, kind, d, x, w, b, y, ws, p->fuse_ms[kind]));
+    p->fuse[kind] = p->fuse_ms[kind][0] < p->fuse_ms[kind][1] ? FUSE_YES : FUSE_SLOWER;
+    return LP_OK;
+}
+
+/* Decides p->fuse[kind] on this call, which it computes. */
+static lp_status fuse_decide(lp_cuda *c, conv_plan *p, int kind, const lp_conv_desc *d, const float *x,
+                             const float *w, const float *b, float *y, void *ws) {
+    const int setting = fuse_setting();
+    p->fuse[kind] = FUSE_OFF; /* until decided otherwise, and where deciding failed */
+    if (!setting) return fwd_ours(c, p, d, x, w, b, y, ws);
+    if (fuse_spent_s > fuse_budget_s()) {
+        p->fuse[kind] = FUSE_UNTRIED;
+        return fwd_ours(c, p, d, x, w, b, y, ws);
+    }
+    if (!p->bias) {
+        LP_DNN(cudnnCreateTensorDescriptor(&p->bias));
+        LP_DNN(cudnnSetTensor4dDescriptor(p->bias, CUDNN_TENSOR_NCHW, CUDNN_DATA_FLOAT, 1, d->k, 1, 1));
+    }
+    if (!act_desc[kind]) {
+        LP_DNN(cudnnCreateActivationDescriptor(&act_desc[kind]));
+        LP_DNN(cudnnSetActivationDescriptor(act_desc[kind], kind ? CUDNN_ACTIVATION_RELU : CUDNN_ACTIVATION_IDENTITY,
+                                            CUDNN_NOT_PROPAGATE_NAN, 0.0));
+    }
+    const size_t ny = (size_t)d->n * d->k * d->oh * d->ow, ns = ny < FUSE_SAMPLE ? ny : FUSE_SAMPLE;
+    float *ref = malloc(2 * sizeof(float) * ns);
+    if (!ref) return lp_fail(LP_ERR_OOM, "out of host memory for a fused convolution's check");
+    const double t0 = lp_now_s();
+    lp_status s = fuse_try(c, p, kind, setting, d, x, w, b, y, ws, ns, ref, ref + ns);
+    fuse_spent_s += lp_now_s() - t0;
+    free(ref);
+    return s;
+}
+
+lp_status lp_cuda_fusion_stats(lp_fusion_stats *out) {
+    memset(out, 0, sizeof *out);
+    for (int i = 0; i < n_plans; i++)
+        for (int k = 0; k < 2; k++) {
+            const conv_plan *p = plans[i];
+            switch (p->fuse[k]) {
+            case FUSE_YES: out->fused++; break;
+            case FUSE_SLOWER: out->slower++; break;
+            case FUSE_REFUSED: out->refused++; break;
+            case FUSE_MISMATCH: out->mismatched++; break;
+            case FUSE_OFF: out->off++; break;
+            case FUSE_UNTRIED: out->untried++; break;
+            default: continue;
+            }
+            if (p->fuse_ms[k][0] > 0.f && p->fuse_ms[k][1] > 0.f)
+                out->ms_fused += p->fuse_ms[k][0], out->ms_ours += p->fuse_ms[k][1];
+        }
+    return LP_OK;
+}
+
 lp_status _lp_cuda_conv_fwd(lp_precision prec, const lp_conv_desc *d, const float *x, const float *w, const float *b,
                             float *y) {
     lp_cuda *c = _lp_cuda();
@@ -284,10 +462,15 @@ lp_status _lp_cuda_conv_fwd(lp_precision prec, const lp_conv_desc *d, const floa
     LP_TRY(workspace(c, p, &ws));
     if (p->asym) LP_TRY(pad_input(c, d, x, prec == LP_PREC_BF16 ? LP_SLOT_GRAD : LP_SLOT_X, (float **)&x));
     if (prec != LP_PREC_BF16) {
-        LP_DNN(cudnnConvolutionForward(c->dnn, &one, p->x, x, p->w, w, p->conv, (cudnnConvolutionFwdAlgo_t)p->algo, ws,
-                                       p->ws, d->accumulate ? &one : &zero, p->y, y));
-        LP_KERNEL(lp_k_bias_act(s, d->n, d->k, ohw, b, d->act, y));
-        return LP_OK;
+        const int kind = fuse_kind(p, d, b);
+        if (kind >= 0 && p->fuse[kind] == FUSE_UNDECIDED && !_lp_cuda_capturing())
+            return fuse_decide(c, p, kind, d, x, w, b, y, ws);
+        if (kind >= 0 && p->fuse[kind] == FUSE_YES) {
+            if (fwd_fused(c, p, kind, x, w, b, y, ws) == CUDNN_STATUS_SUCCESS) return LP_OK;
+            cudaGetLastError();
+            p->fuse[kind] = FUSE_REFUSED; /* refused now where it ran before: ours from here on */
+        }
+        return fwd_ours(c, p, d, x, w, b, y, ws);
     }
     /* bf16: packed ends are cuDNN's NHWC bf16 tensors as they are; fp32 ends are
      * converted (the output in the same pass as bias and ReLU) */

@@ -12,12 +12,6 @@
 
 #define EVAL_BATCH 256
 
-static double now_s(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
-
 /* Copy rows idx[0..n) of `src` (N x ...) into the first n rows of `dst`. */
 static void gather_rows(const lp_tensor *src, const int64_t *idx, int64_t n, float *dst) {
     int64_t row = lp_tensor_numel(src) / src->shape[0];
@@ -208,7 +202,7 @@ static lp_status train_epochs(trainer *t, lp_model *m, const lp_train_opts *o, l
     int64_t *blabels = lp_malloc((size_t)bsz * sizeof *blabels);
     if (!blabels) return LP_ERR_OOM;
     lp_status s = LP_OK;
-    double t0 = now_s();
+    double t0 = lp_now_s();
     for (int ep = 0; ep < epochs && s == LP_OK; ep++) {
         lp_rng_shuffle(&rng, t->order, n);
         double sum = 0;
@@ -254,7 +248,7 @@ static lp_status train_epochs(trainer *t, lp_model *m, const lp_train_opts *o, l
         }
         if (o->epoch_end) o->epoch_end(o->user, ep, train_loss, acc, tloss);
     }
-    if (res) res->seconds = now_s() - t0;
+    if (res) res->seconds = lp_now_s() - t0;
     free(blabels);
     return s;
 }

@@ -24,12 +24,6 @@ void lp_tsne_opts_default(lp_tsne_opts *o) {
     o->device = LP_DEVICE_CPU;
 }
 
-static double now_s(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return ts.tv_sec + ts.tv_nsec * 1e-9;
-}
-
 static lp_status check_input(const lp_tensor *x, const lp_tsne_opts *o, int64_t *n_out, int64_t *d_out) {
     char sh[96];
     if (!x || x->ndim < 1) return lp_fail(LP_ERR_SHAPE, "t-SNE: the input must be an N x D array");
@@ -103,7 +97,7 @@ static lp_status bufs_alloc(const lp_backend *be, int64_t n, int dims, const lp_
 /* kNN and P: conditional affinities on the device, symmetrised on the host. */
 static lp_status build_p(const lp_tsne_kernels *tk, const lp_backend *be, const float *xh, int64_t n, int64_t d,
                          const lp_tsne_opts *o, int k, lp_tsne_csr *p, lp_tsne_stats *st) {
-    double t0 = now_s();
+    double t0 = lp_now_s();
     float *xd = NULL, *d2 = NULL, *cp = NULL;
     int32_t *idx = NULL;
     float *cph = NULL;
@@ -115,7 +109,7 @@ static lp_status build_p(const lp_tsne_kernels *tk, const lp_backend *be, const 
     if (s == LP_OK) s = be->alloc(nk * sizeof(int32_t), (void **)&idx);
     if (s == LP_OK) s = be->upload(xd, xh, (size_t)n * d * sizeof(float));
     if (s == LP_OK) s = _lp_tsne_knn(tk, be, xd, n, d, k, idx, d2);
-    double t1 = now_s();
+    double t1 = lp_now_s();
     if (s == LP_OK) s = tk->perplexity(d2, n, k, o->perplexity, cp);
     if (s == LP_OK) {
         cph = lp_malloc(nk * sizeof(float));
@@ -125,7 +119,7 @@ static lp_status build_p(const lp_tsne_kernels *tk, const lp_backend *be, const 
     if (s == LP_OK) s = be->download(cph, cp, nk * sizeof(float));
     if (s == LP_OK) s = be->download(idxh, idx, nk * sizeof(int32_t));
     if (s == LP_OK) s = lp_tsne_symmetrize(n, k, idxh, cph, p);
-    if (st) st->seconds_knn = t1 - t0, st->seconds_p = now_s() - t1;
+    if (st) st->seconds_knn = t1 - t0, st->seconds_p = lp_now_s() - t1;
     free(cph);
     free(idxh);
     if (xd) be->free(xd);
@@ -181,7 +175,7 @@ lp_status lp_tsne(const lp_tensor *x, const lp_tsne_opts *opts, lp_tensor **y_ou
 
     const double lr = opts->learning_rate > 0 ? opts->learning_rate : fmax(200.0, n / opts->exaggeration);
     const int every = opts->callback_every > 0 ? opts->callback_every : 10;
-    double t0 = now_s(), z = 1;
+    double t0 = lp_now_s(), z = 1;
     int it;
     for (it = 0; it < opts->iters; it++) {
         int early = it < opts->exaggeration_iters;
@@ -207,7 +201,7 @@ lp_status lp_tsne(const lp_tensor *x, const lp_tsne_opts *opts, lp_tensor **y_ou
             }
         }
     }
-    if (st) st->seconds_opt = now_s() - t0, st->iters_done = it;
+    if (st) st->seconds_opt = lp_now_s() - t0, st->iters_done = it;
     s = be->download(yh, b.y, (size_t)n * dims * sizeof(float));
     if (s != LP_OK) goto done;
     for (int64_t t = 0; t < n * dims; t++)

@@ -3,7 +3,8 @@
  * checked against each other and every pointer against the device allocations, so a
  * wrong descriptor, layout or workspace in the backend fails here as on a GPU (or
  * louder). Grouped bf16 convolutions are reported NOT_SUPPORTED, as some cuDNN builds
- * do, so the backend's tf32 fallback runs in tests (LOUPE_EMU_BF16_GROUPED=1 runs them). */
+ * do, so the backend's tf32 fallback runs in tests (LOUPE_EMU_BF16_GROUPED=1 runs them).
+ * The fused convolution + bias + activation runs the convolution, then the epilogue. */
 #include <cudnn.h>
 
 #include "emu_internal.h"
@@ -14,6 +15,7 @@
 #include <string.h>
 
 #include <algorithm>
+#include <memory>
 #include <vector>
 
 struct lp_emu_dnn {
@@ -33,6 +35,12 @@ struct lp_emu_conv {
     int ph, pw, sh, sw, dh, dw, groups, set;
     cudnnConvolutionMode_t mode;
     cudnnMathType_t math;
+};
+struct lp_emu_act {
+    cudnnActivationMode_t mode;
+    cudnnNanPropagation_t nan;
+    double coef;
+    int set;
 };
 
 namespace {
@@ -371,6 +379,69 @@ cudnnStatus_t cudnnConvolutionBackwardFilter(cudnnHandle_t h, const void *alpha,
                                              void *ws, size_t ws_bytes, const void *beta, cudnnFilterDescriptor_t dwd,
                                              void *dw) {
     return run(h, 2, scalar(alpha), scalar(beta), xd, x, dwd, dw, cd, dyd, dy, ws, ws_bytes);
+}
+
+cudnnStatus_t cudnnCreateActivationDescriptor(cudnnActivationDescriptor_t *d) {
+    *d = new lp_emu_act{};
+    return CUDNN_STATUS_SUCCESS;
+}
+cudnnStatus_t cudnnDestroyActivationDescriptor(cudnnActivationDescriptor_t d) {
+    delete d;
+    return CUDNN_STATUS_SUCCESS;
+}
+cudnnStatus_t cudnnSetActivationDescriptor(cudnnActivationDescriptor_t d, cudnnActivationMode_t mode,
+                                           cudnnNanPropagation_t nan, double coef) {
+    *d = lp_emu_act{mode, nan, coef, 1};
+    return CUDNN_STATUS_SUCCESS;
+}
+
+cudnnStatus_t cudnnConvolutionBiasActivationForward(cudnnHandle_t h, const void *alpha1, cudnnTensorDescriptor_t xd,
+                                                    const void *x, cudnnFilterDescriptor_t wd, const void *w,
+                                                    cudnnConvolutionDescriptor_t cd, cudnnConvolutionFwdAlgo_t algo,
+                                                    void *ws, size_t ws_bytes, const void *alpha2,
+                                                    cudnnTensorDescriptor_t zd, const void *z,
+                                                    cudnnTensorDescriptor_t bd, const void *bias,
+                                                    cudnnActivationDescriptor_t ad, cudnnTensorDescriptor_t yd,
+                                                    void *y) {
+    if (!h) return CUDNN_STATUS_NOT_INITIALIZED;
+    if (!ad || !ad->set || !bd || !bd->set || !zd || !zd->set || !yd || !yd->set)
+        return bad("fused convolution: a descriptor was never set");
+    if (ad->mode != CUDNN_ACTIVATION_RELU && ad->mode != CUDNN_ACTIVATION_IDENTITY) return CUDNN_STATUS_NOT_SUPPORTED;
+    if (ad->mode == CUDNN_ACTIVATION_IDENTITY && algo != CUDNN_CONVOLUTION_FWD_ALGO_IMPLICIT_PRECOMP_GEMM)
+        return CUDNN_STATUS_NOT_SUPPORTED;
+    if (yd->type != CUDNN_DATA_FLOAT || yd->fmt != CUDNN_TENSOR_NCHW) return CUDNN_STATUS_NOT_SUPPORTED; /* here */
+    if (zd->type != yd->type || zd->fmt != yd->fmt || zd->n != yd->n || zd->c != yd->c || zd->h != yd->h ||
+        zd->w != yd->w)
+        return bad("fused convolution: z differs from y");
+    if (bd->type != CUDNN_DATA_FLOAT || bd->n != 1 || bd->c != yd->c || bd->h != 1 || bd->w != 1)
+        return bad("fused convolution: the bias is not 1 x K x 1 x 1 float");
+    static const char *fault = getenv("LOUPE_EMU_FUSED_FAULT");
+    const float a2 = scalar(alpha2);
+    const bool read_z = a2 != 0.f || (fault && !strcmp(fault, "1"));
+    const size_t ny = tview(yd, y).count();
+    const int k = yd->c, hw = yd->h * yd->w;
+    if (!lp_emu::device_range(bias, sizeof(float) * (size_t)k, "cuDNN bias") ||
+        (read_z && !lp_emu::device_range(z, sizeof(float) * ny, "cuDNN z")))
+        return CUDNN_STATUS_BAD_PARAM;
+    /* z may be y itself: taken before the convolution writes y */
+    auto zc = std::make_shared<std::vector<float>>();
+    cudaError_t e = cudaSuccess;
+    if (read_z)
+        e = lp_emu::submit(h->stream, [zc, z, ny]() { zc->assign((const float *)z, (const float *)z + ny); });
+    if (e != cudaSuccess) return CUDNN_STATUS_EXECUTION_FAILED;
+    cudnnStatus_t st = run(h, 0, scalar(alpha1), 0.f, xd, x, wd, w, cd, yd, y, ws, ws_bytes);
+    if (st) return st;
+    const lp_emu_act act = *ad;
+    e = lp_emu::submit(h->stream, [=]() {
+        float *yv = (float *)y;
+        const float *b = (const float *)bias;
+        for (size_t i = 0; i < ny; i++) {
+            float v = yv[i] + (read_z ? a2 * (*zc)[i] : 0.f) + b[(i / hw) % k];
+            if (act.mode == CUDNN_ACTIVATION_RELU && !(act.nan == CUDNN_PROPAGATE_NAN && v != v)) v = v > 0.f ? v : 0.f;
+            yv[i] = v;
+        }
+    });
+    return e == cudaSuccess ? CUDNN_STATUS_SUCCESS : CUDNN_STATUS_EXECUTION_FAILED;
 }
 
 } /* extern "C" */

@@ -25,6 +25,7 @@
 #include <ucontext.h>
 #include <unistd.h>
 
+#include <chrono>
 #include <map>
 #include <vector>
 
@@ -571,6 +572,36 @@ cudaError_t cudaGraphDestroy(cudaGraph_t g) {
 }
 cudaError_t cudaGraphExecDestroy(cudaGraphExec_t x) {
     delete (Graph *)x;
+    return cudaSuccess;
+}
+
+/* An event holds the host time its record ran at (negative: never recorded). Recording
+ * into a capture is refused: Loupe times only outside graphs. */
+struct CUevent_st {
+    double ms;
+};
+cudaError_t cudaEventCreate(cudaEvent_t *e) {
+    *e = new CUevent_st{-1.0};
+    return cudaSuccess;
+}
+cudaError_t cudaEventDestroy(cudaEvent_t e) {
+    delete e;
+    return cudaSuccess;
+}
+cudaError_t cudaEventRecord(cudaEvent_t e, cudaStream_t s) {
+    if (!e) return fail(cudaErrorInvalidResourceHandle);
+    if (cap_graph) return refuse_in_capture("cudaEventRecord");
+    return fail(lp_emu::submit(s, [e]() {
+        e->ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now().time_since_epoch()).count();
+    }));
+}
+cudaError_t cudaEventSynchronize(cudaEvent_t e) {
+    if (!e) return fail(cudaErrorInvalidResourceHandle);
+    return refuse_in_capture("cudaEventSynchronize");
+}
+cudaError_t cudaEventElapsedTime(float *ms, cudaEvent_t start, cudaEvent_t end) {
+    if (!start || !end || start->ms < 0 || end->ms < 0) return fail(cudaErrorInvalidResourceHandle);
+    *ms = (float)(end->ms - start->ms);
     return cudaSuccess;
 }
 

@@ -1917,6 +1917,37 @@ static void t_oom(void **state) {
 }
 
 /* ---------------------------------------------------------------------------------
+ * cuDNN's fused convolution + bias + activation: how the forward shapes were decided
+ * (the conv_fwd checks above ran whichever way). LOUPE_TWIN_EXPECT_FUSION=fused: some
+ * fused and none refused or mismatched (with LOUPE_CUDNN_FUSE=1, every check then ran
+ * fused where cuDNN offers it); =none: none fused; =mismatched: none fused, some caught
+ * mismatching (the emulator's faulty cuDNN, LOUPE_EMU_FUSED_FAULT=1); =budget: one
+ * decided, the rest untried (LOUPE_CUDNN_FUSE_BUDGET_S=0). */
+
+static void fusion_check(void) {
+    if (g_selftest) return;
+    lp_fusion_stats f;
+    if (lp_device_fusion_stats(LP_DEVICE_CUDA, &f)) {
+        printf("FAIL  lp_device_fusion_stats: %s\n", lp_last_error());
+        count(0);
+        return;
+    }
+    printf("cuDNN fused conv + bias + act: %d fused, %d slower, %d refused, %d mismatched, %d off, "
+           "%d untried (shape x activation); timed %.3f ms fused vs %.3f ms ours\n",
+           f.fused, f.slower, f.refused, f.mismatched, f.off, f.untried, f.ms_fused, f.ms_ours);
+    const char *ex = getenv("LOUPE_TWIN_EXPECT_FUSION");
+    if (!ex || !*ex) return;
+    int ok;
+    if (!strcmp(ex, "fused")) ok = f.fused > 0 && !f.refused && !f.mismatched;
+    else if (!strcmp(ex, "none")) ok = f.fused == 0;
+    else if (!strcmp(ex, "mismatched")) ok = f.fused == 0 && f.mismatched > 0;
+    else if (!strcmp(ex, "budget")) ok = f.fused + f.slower + f.refused + f.mismatched == 1 && f.untried > 0;
+    else ok = 0;
+    printf("%s  fusion as LOUPE_TWIN_EXPECT_FUSION=%s expects\n", ok ? "ok  " : "FAIL", ex);
+    count(ok);
+}
+
+/* ---------------------------------------------------------------------------------
  * main */
 
 int main(void) {
@@ -1962,8 +1993,27 @@ int main(void) {
         cmocka_unit_test(t_tf32),    cmocka_unit_test(t_bf16),      cmocka_unit_test(t_packed),
         cmocka_unit_test(t_race_refused), cmocka_unit_test(t_oom),
     };
+    /* LOUPE_TWIN_ONLY="conv tf32": only those groups (t_conv, t_tf32) */
+    const char *only = getenv("LOUPE_TWIN_ONLY");
+    struct CMUnitTest run[sizeof tests / sizeof *tests];
+    size_t n_run = 0;
+    for (size_t i = 0; i < sizeof tests / sizeof *tests; i++) {
+        const char *name = tests[i].name + 2; /* past "t_" */
+        int keep = !only || !*only;
+        for (const char *o = only; !keep && o && *o;) {
+            const size_t len = strcspn(o, " ,");
+            keep = len == strlen(name) && !strncmp(o, name, len);
+            o += len + strspn(o + len, " ,");
+        }
+        if (keep) run[n_run++] = tests[i];
+    }
+    if (!n_run) {
+        printf("FAIL: LOUPE_TWIN_ONLY=\"%s\" names no group\n", only);
+        return 1;
+    }
     double t0 = now_s();
-    int failed_groups = cmocka_run_group_tests_name("backend twins", tests, NULL, NULL);
+    int failed_groups = _cmocka_run_group_tests("backend twins", run, n_run, NULL, NULL);
+    fusion_check();
     printf("backend twins: %d of %d checks failed, %d groups failed (%.1f s)%s\n", g_failures, g_checks,
            failed_groups, now_s() - t0, g_broken ? "; the device stopped working, later cases did not run" : "");
     return (failed_groups || g_failures) ? 1 : 0;

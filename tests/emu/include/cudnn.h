@@ -33,6 +33,15 @@ typedef enum {
 } cudnnMathType_t;
 typedef enum { CUDNN_NON_DETERMINISTIC = 0, CUDNN_DETERMINISTIC = 1 } cudnnDeterminism_t;
 typedef enum {
+    CUDNN_ACTIVATION_SIGMOID = 0,
+    CUDNN_ACTIVATION_RELU = 1,
+    CUDNN_ACTIVATION_TANH = 2,
+    CUDNN_ACTIVATION_CLIPPED_RELU = 3,
+    CUDNN_ACTIVATION_ELU = 4,
+    CUDNN_ACTIVATION_IDENTITY = 5
+} cudnnActivationMode_t;
+typedef enum { CUDNN_NOT_PROPAGATE_NAN = 0, CUDNN_PROPAGATE_NAN = 1 } cudnnNanPropagation_t;
+typedef enum {
     CUDNN_CONVOLUTION_FWD_ALGO_IMPLICIT_GEMM = 0,
     CUDNN_CONVOLUTION_FWD_ALGO_IMPLICIT_PRECOMP_GEMM = 1,
     CUDNN_CONVOLUTION_FWD_ALGO_GEMM = 2,
@@ -81,6 +90,7 @@ typedef struct lp_emu_dnn *cudnnHandle_t;
 typedef struct lp_emu_tensor *cudnnTensorDescriptor_t;
 typedef struct lp_emu_filter *cudnnFilterDescriptor_t;
 typedef struct lp_emu_conv *cudnnConvolutionDescriptor_t;
+typedef struct lp_emu_act *cudnnActivationDescriptor_t;
 
 const char *cudnnGetErrorString(cudnnStatus_t s);
 cudnnStatus_t cudnnCreate(cudnnHandle_t *h);
@@ -142,6 +152,21 @@ cudnnStatus_t cudnnConvolutionBackwardFilter(cudnnHandle_t h, const void *alpha,
                                              cudnnConvolutionDescriptor_t cd, cudnnConvolutionBwdFilterAlgo_t algo,
                                              void *ws, size_t ws_bytes, const void *beta,
                                              cudnnFilterDescriptor_t dwd, void *dw);
+cudnnStatus_t cudnnCreateActivationDescriptor(cudnnActivationDescriptor_t *d);
+cudnnStatus_t cudnnDestroyActivationDescriptor(cudnnActivationDescriptor_t d);
+cudnnStatus_t cudnnSetActivationDescriptor(cudnnActivationDescriptor_t d, cudnnActivationMode_t mode,
+                                           cudnnNanPropagation_t nan, double coef);
+/* y = act(alpha1 conv(x, w) + alpha2 z + bias): fp32 only here, ReLU or identity (the
+ * latter with IMPLICIT_PRECOMP_GEMM only, as cuDNN documents); z is not read when
+ * alpha2 is 0 (LOUPE_EMU_FUSED_FAULT=1 reads it anyway: a faulty cuDNN for tests). */
+cudnnStatus_t cudnnConvolutionBiasActivationForward(cudnnHandle_t h, const void *alpha1, cudnnTensorDescriptor_t xd,
+                                                    const void *x, cudnnFilterDescriptor_t wd, const void *w,
+                                                    cudnnConvolutionDescriptor_t cd, cudnnConvolutionFwdAlgo_t algo,
+                                                    void *ws, size_t ws_bytes, const void *alpha2,
+                                                    cudnnTensorDescriptor_t zd, const void *z,
+                                                    cudnnTensorDescriptor_t bd, const void *bias,
+                                                    cudnnActivationDescriptor_t ad, cudnnTensorDescriptor_t yd,
+                                                    void *y);
 
 #ifdef __cplusplus
 }
