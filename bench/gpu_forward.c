@@ -694,7 +694,7 @@ int main(int argc, char **argv) {
     if (peer_finish(&pp, rows, nrows)) bad++;
     lp_fusion_stats fs;
     if (o.dev == LP_DEVICE_CUDA && lp_device_fusion_stats(o.dev, &fs) == LP_OK)
-        printf("\ncuDNN fused conv + bias + act (fp32/tf32 shapes x activation, all models): %d fused, %d slower, "
+        printf("\ncuDNN fused conv + bias + act (shapes x activation, all models): %d fused, %d slower, "
                "%d refused, %d mismatched, %d untried; one call each: %.2f ms fused vs %.2f ms ours (LOUPE_CUDNN_FUSE=0: never)\n",
                fs.fused, fs.slower, fs.refused, fs.mismatched, fs.untried, fs.ms_fused, fs.ms_ours);
     printf("%s: %d failing cell%s; %.1f s in all\n", bad ? "FAIL" : "done", bad, bad == 1 ? "" : "s",

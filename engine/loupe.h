@@ -79,11 +79,12 @@ void lp_device_memory_reset_peak(lp_device d);
 /* Give cached device memory back to the driver. */
 void lp_device_memory_trim(lp_device d);
 
-/* CUDA, fp32/tf32: cuDNN's fused convolution + bias + activation, decided per forward
- * convolution shape and activation (none / ReLU) on its first call outside a graph:
- * used where it matches Loupe's own convolution-then-kernel path on a sample and runs
- * faster (LOUPE_CUDNN_FUSE=0: never; =1: wherever it matches). The decisions so far;
- * ms_*: one call each, summed over the shapes that were timed. */
+/* CUDA (fp32 and tf32, and bf16 into packed outputs): cuDNN's fused convolution + bias
+ * + activation, decided per forward convolution shape and activation (none / ReLU) on
+ * its first call outside a graph: used where it matches Loupe's own
+ * convolution-then-kernel path on a sample and runs faster (LOUPE_CUDNN_FUSE=0: never;
+ * =1: wherever it matches). The decisions so far; ms_*: one call each, summed over the
+ * shapes that were timed. */
 typedef struct lp_fusion_stats {
     int fused;      /* matched and ran faster (or LOUPE_CUDNN_FUSE=1) */
     int slower;     /* matched, ran slower: Loupe's path kept */

@@ -15,7 +15,6 @@
 #include <string.h>
 
 #include <algorithm>
-#include <memory>
 #include <vector>
 
 struct lp_emu_dnn {
@@ -189,9 +188,10 @@ void conv(int dir, float alpha, float beta, const lp_emu_tensor &X, const View &
                         wv.put(wv.at(k, ci, ky, kx), dwf[(size_t)k * K + ((size_t)ci * W.h + ky) * W.w + kx], alpha, beta);
 }
 
-cudnnStatus_t run(cudnnHandle_t h, int dir, float alpha, float beta, const lp_emu_tensor *xd, const void *x,
-                  const lp_emu_filter *wd, const void *w, const lp_emu_conv *cd, const lp_emu_tensor *yd,
-                  const void *y, void *ws, size_t ws_bytes) {
+/* A call's descriptors, workspace and operands, checked as cuDNN would. */
+cudnnStatus_t check_call(cudnnHandle_t h, int dir, const lp_emu_tensor *xd, const void *x, const lp_emu_filter *wd,
+                         const void *w, const lp_emu_conv *cd, const lp_emu_tensor *yd, const void *y, void *ws,
+                         size_t ws_bytes) {
     if (!h) return CUDNN_STATUS_NOT_INITIALIZED;
     cudnnStatus_t st = check(xd, wd, cd, yd);
     if (st) return st;
@@ -202,6 +202,14 @@ cudnnStatus_t run(cudnnHandle_t h, int dir, float alpha, float beta, const lp_em
         !lp_emu::device_range(w, fview(wd, w).count() * es, "cuDNN w") ||
         !lp_emu::device_range(y, tview(yd, y).count() * es, "cuDNN y"))
         return CUDNN_STATUS_BAD_PARAM;
+    return CUDNN_STATUS_SUCCESS;
+}
+
+cudnnStatus_t run(cudnnHandle_t h, int dir, float alpha, float beta, const lp_emu_tensor *xd, const void *x,
+                  const lp_emu_filter *wd, const void *w, const lp_emu_conv *cd, const lp_emu_tensor *yd,
+                  const void *y, void *ws, size_t ws_bytes) {
+    cudnnStatus_t st = check_call(h, dir, xd, x, wd, w, cd, yd, y, ws, ws_bytes);
+    if (st) return st;
     /* Copies: a capture replays this later, with the descriptors as they are now. */
     const lp_emu_tensor X = *xd, Y = *yd;
     const lp_emu_filter W = *wd;
@@ -403,43 +411,46 @@ cudnnStatus_t cudnnConvolutionBiasActivationForward(cudnnHandle_t h, const void 
                                                     cudnnTensorDescriptor_t bd, const void *bias,
                                                     cudnnActivationDescriptor_t ad, cudnnTensorDescriptor_t yd,
                                                     void *y) {
-    if (!h) return CUDNN_STATUS_NOT_INITIALIZED;
-    if (!ad || !ad->set || !bd || !bd->set || !zd || !zd->set || !yd || !yd->set)
-        return bad("fused convolution: a descriptor was never set");
+    if (!ad || !ad->set || !bd || !bd->set || !zd || !zd->set) return bad("fused convolution: a descriptor was never set");
     if (ad->mode != CUDNN_ACTIVATION_RELU && ad->mode != CUDNN_ACTIVATION_IDENTITY) return CUDNN_STATUS_NOT_SUPPORTED;
     if (ad->mode == CUDNN_ACTIVATION_IDENTITY && algo != CUDNN_CONVOLUTION_FWD_ALGO_IMPLICIT_PRECOMP_GEMM)
         return CUDNN_STATUS_NOT_SUPPORTED;
-    if (yd->type != CUDNN_DATA_FLOAT || yd->fmt != CUDNN_TENSOR_NCHW) return CUDNN_STATUS_NOT_SUPPORTED; /* here */
+    cudnnStatus_t st = check_call(h, 0, xd, x, wd, w, cd, yd, y, ws, ws_bytes);
+    if (st) return st;
     if (zd->type != yd->type || zd->fmt != yd->fmt || zd->n != yd->n || zd->c != yd->c || zd->h != yd->h ||
         zd->w != yd->w)
         return bad("fused convolution: z differs from y");
-    if (bd->type != CUDNN_DATA_FLOAT || bd->n != 1 || bd->c != yd->c || bd->h != 1 || bd->w != 1)
-        return bad("fused convolution: the bias is not 1 x K x 1 x 1 float");
+    /* the bias in y's data type (cuDNN's configurations for float and bfloat16 data) */
+    if (bd->type != yd->type) return CUDNN_STATUS_NOT_SUPPORTED;
+    if (bd->n != 1 || bd->c != yd->c || bd->h != 1 || bd->w != 1) return bad("fused convolution: the bias is not 1 x K x 1 x 1");
     static const char *fault = getenv("LOUPE_EMU_FUSED_FAULT");
-    const float a2 = scalar(alpha2);
+    const float a1 = scalar(alpha1), a2 = scalar(alpha2);
     const bool read_z = a2 != 0.f || (fault && !strcmp(fault, "1"));
-    const size_t ny = tview(yd, y).count();
-    const int k = yd->c, hw = yd->h * yd->w;
-    if (!lp_emu::device_range(bias, sizeof(float) * (size_t)k, "cuDNN bias") ||
-        (read_z && !lp_emu::device_range(z, sizeof(float) * ny, "cuDNN z")))
+    const size_t es = esize(yd->type), ny = tview(yd, y).count();
+    if (!lp_emu::device_range(bias, es * (size_t)yd->c, "cuDNN bias") ||
+        (read_z && !lp_emu::device_range(z, es * ny, "cuDNN z")))
         return CUDNN_STATUS_BAD_PARAM;
-    /* z may be y itself: taken before the convolution writes y */
-    auto zc = std::make_shared<std::vector<float>>();
-    cudaError_t e = cudaSuccess;
-    if (read_z)
-        e = lp_emu::submit(h->stream, [zc, z, ny]() { zc->assign((const float *)z, (const float *)z + ny); });
-    if (e != cudaSuccess) return CUDNN_STATUS_EXECUTION_FAILED;
-    cudnnStatus_t st = run(h, 0, scalar(alpha1), 0.f, xd, x, wd, w, cd, yd, y, ws, ws_bytes);
-    if (st) return st;
+    const lp_emu_tensor X = *xd, Y = *yd, Z = *zd, B = *bd;
+    const lp_emu_filter W = *wd;
+    const lp_emu_conv C = *cd;
     const lp_emu_act act = *ad;
-    e = lp_emu::submit(h->stream, [=]() {
-        float *yv = (float *)y;
-        const float *b = (const float *)bias;
-        for (size_t i = 0; i < ny; i++) {
-            float v = yv[i] + (read_z ? a2 * (*zc)[i] : 0.f) + b[(i / hw) % k];
-            if (act.mode == CUDNN_ACTIVATION_RELU && !(act.nan == CUDNN_PROPAGATE_NAN && v != v)) v = v > 0.f ? v : 0.f;
-            yv[i] = v;
-        }
+    /* The convolution accumulates in fp32; bias, z and the activation are applied before
+     * y is written (rounded to bf16 once, as a fused kernel does). z may be y itself. */
+    cudaError_t e = lp_emu::submit(h->stream, [=]() {
+        std::vector<float> acc(ny);
+        const View av{(char *)acc.data(), false, Y.fmt == CUDNN_TENSOR_NHWC, Y.n, Y.c, Y.h, Y.w};
+        conv(0, a1, 0.f, X, tview(&X, x), W, fview(&W, w), C, Y, av);
+        const View yv = tview(&Y, y), zv = tview(&Z, z), bv = tview(&B, bias);
+        for (int n = 0; n < Y.n; n++)
+            for (int k = 0; k < Y.c; k++)
+                for (int i = 0; i < Y.h; i++)
+                    for (int j = 0; j < Y.w; j++) {
+                        const size_t at = yv.at(n, k, i, j);
+                        float v = acc[at] + (read_z ? a2 * zv.get(at, false) : 0.f) + bv.get(bv.at(0, k, 0, 0), false);
+                        if (act.mode == CUDNN_ACTIVATION_RELU && !(act.nan == CUDNN_PROPAGATE_NAN && v != v))
+                            v = v > 0.f ? v : 0.f;
+                        yv.put(at, v, 1.f, 0.f);
+                    }
     });
     return e == cudaSuccess ? CUDNN_STATUS_SUCCESS : CUDNN_STATUS_EXECUTION_FAILED;
 }

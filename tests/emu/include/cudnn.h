@@ -156,9 +156,9 @@ cudnnStatus_t cudnnCreateActivationDescriptor(cudnnActivationDescriptor_t *d);
 cudnnStatus_t cudnnDestroyActivationDescriptor(cudnnActivationDescriptor_t d);
 cudnnStatus_t cudnnSetActivationDescriptor(cudnnActivationDescriptor_t d, cudnnActivationMode_t mode,
                                            cudnnNanPropagation_t nan, double coef);
-/* y = act(alpha1 conv(x, w) + alpha2 z + bias): fp32 only here, ReLU or identity (the
- * latter with IMPLICIT_PRECOMP_GEMM only, as cuDNN documents); z is not read when
- * alpha2 is 0 (LOUPE_EMU_FUSED_FAULT=1 reads it anyway: a faulty cuDNN for tests). */
+/* y = act(alpha1 conv(x, w) + alpha2 z + bias), the bias in y's data type: ReLU or
+ * identity (the latter with IMPLICIT_PRECOMP_GEMM only, as cuDNN documents); z is not
+ * read when alpha2 is 0 (LOUPE_EMU_FUSED_FAULT=1 reads it anyway: a faulty cuDNN for tests). */
 cudnnStatus_t cudnnConvolutionBiasActivationForward(cudnnHandle_t h, const void *alpha1, cudnnTensorDescriptor_t xd,
                                                     const void *x, cudnnFilterDescriptor_t wd, const void *w,
                                                     cudnnConvolutionDescriptor_t cd, cudnnConvolutionFwdAlgo_t algo,
