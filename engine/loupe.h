@@ -91,7 +91,7 @@ typedef struct lp_fusion_stats {
     int refused;    /* cuDNN refused the fused call */
     int mismatched; /* its sample differed from Loupe's path: that path kept */
     int off;        /* LOUPE_CUDNN_FUSE=0, or deciding failed */
-    int untried;    /* after 10 s spent deciding (per process): Loupe's path */
+    int untried;    /* after 5 s spent deciding (per process; LOUPE_CUDNN_FUSE_BUDGET_S): Loupe's path */
     double ms_fused, ms_ours;
 } lp_fusion_stats;
 lp_status lp_device_fusion_stats(lp_device d, lp_fusion_stats *out);

@@ -272,7 +272,7 @@ static const float one = 1.f, zero = 0.f;
  * decided per plan and activation on the first call outside a graph capture: the fused
  * call must run, must match ours on a sample of y (written over NaN, so a fused call
  * that reads z although alpha2 is 0 shows), and must be the faster of the two (cuDNN
- * events, best of three calls each). Deciding stops after 10 s in all per process
+ * events, best of three calls each). Deciding stops after 5 s in all per process
  * (LOUPE_CUDNN_FUSE_BUDGET_S): a cuDNN that compiled a kernel at each first call would
  * otherwise slow every new shape's first pass without end. LOUPE_CUDNN_FUSE=0 never
  * fuses; =1 fuses wherever the call runs and matches, untimed (tests). */
@@ -372,7 +372,7 @@ static double fuse_budget_s(void) {
     const char *e = getenv("LOUPE_CUDNN_FUSE_BUDGET_S");
     char *end;
     const double v = e && *e ? strtod(e, &end) : -1;
-    return v >= 0 && !*end ? v : 10.0;
+    return v >= 0 && !*end ? v : 5.0;
 }
 
 /* fuse_decide's work, with two host buffers of ns floats. */
