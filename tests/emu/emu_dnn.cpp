@@ -220,7 +220,8 @@ cudnnStatus_t run(cudnnHandle_t h, int dir, float alpha, float beta, const lp_em
     return e == cudaSuccess ? CUDNN_STATUS_SUCCESS : CUDNN_STATUS_EXECUTION_FAILED;
 }
 
-/* Find and Get: one algorithm, with the descriptor's math type and a workspace. */
+/* Find and Get: one algorithm, with the descriptor's math type and a workspace (the
+ * number is a label only: every algorithm computes alike here). */
 template <class Perf, class Algo>
 cudnnStatus_t pick(int dir, bool find, const lp_emu_tensor *x, const lp_emu_filter *w, const lp_emu_conv *c,
                    const lp_emu_tensor *y, int req, int *ret, Perf *perf) {
@@ -230,7 +231,8 @@ cudnnStatus_t pick(int dir, bool find, const lp_emu_tensor *x, const lp_emu_filt
     if (req < 1) return bad("no room for a result");
     if (st == CUDNN_STATUS_NOT_SUPPORTED && find) return st;
     perf[0] = Perf{};
-    perf[0].algo = (Algo)1;
+    static const char *fwd_algo = getenv("LOUPE_EMU_FWD_ALGO"); /* forward: IMPLICIT_PRECOMP_GEMM unless set */
+    perf[0].algo = (Algo)(dir == 0 && fwd_algo && *fwd_algo ? atoi(fwd_algo) : 1);
     perf[0].status = st; /* heuristics: a result that says it cannot run */
     perf[0].memory = ws_need[dir];
     perf[0].mathType = c->math;
