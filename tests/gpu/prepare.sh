@@ -95,12 +95,21 @@ mapfile -t EXES < <(find "$BUILD" -path "$BUILD/CMakeFiles" -prune -o -path '*/C
     -type f -perm -u+x -print | while read -r f; do
         head -c4 "$f" | grep -q $'\x7fELF' && echo "$f"; done | sort)
 [ ${#EXES[@]} -gt 0 ] || die "no executables in $BUILD"
+# Executables left by an earlier full build of this tree are not the check's: drop them
+# so that they do not travel (a later full build makes them again).
+KEEP=()
+for f in "${EXES[@]}"; do
+    base=$(basename "$f"); [ "$base" = loupe ] && base=loupe_cli
+    if [[ " ${TARGETS[*]} " == *" $base "* ]]; then KEEP+=("$f"); else rm -f "$f"; echo "  dropped (not the check's): ${f#"$ROOT/"}"; fi
+done
+EXES=("${KEEP[@]}")
 strip --strip-unneeded "${EXES[@]}"
 printf '  %s\n' "${EXES[@]#"$ROOT/"}"
 
-# CMake's compiler-identification scratch (several MiB of preprocessed CUDA) is never
-# read again: drop it so it does not travel.
-rm -rf "$BUILD"/CMakeFiles/*/CompilerId*/tmp "$BUILD"/CMakeFiles/CheckCUDA "$BUILD/Testing"
+# CMake's compiler-identification scratch (several MiB of preprocessed CUDA, and the
+# probe programs: 2 MiB for CUDA) is never read again: drop it so it does not travel.
+rm -rf "$BUILD"/CMakeFiles/*/CompilerId*/tmp "$BUILD"/CMakeFiles/CheckCUDA "$BUILD/Testing" \
+    "$BUILD"/CMakeFiles/*/CompilerId*/a.out "$BUILD"/CMakeFiles/*/CMakeDetermineCompilerABI_*.bin
 
 # Libraries the host may lack: what ldd resolves outside glibc's own set and CUDA.
 SYSTEM_LIBS=" linux-vdso.so.1 ld-linux-x86-64.so.2 libc.so.6 libm.so.6 libstdc++.so.6 libgcc_s.so.1 libz.so.1 libpthread.so.0 libdl.so.2 librt.so.1 "
