@@ -36,6 +36,7 @@ typedef struct conv_plan {
     /* forward, fp32/tf32: cuDNN's fused call or ours, per activation (FUSE_*), with
      * the times measured for one call of each (ms; 0 where not timed) */
     signed char fuse[2];
+    signed char fuse_zero[2]; /* decisions put off: ours gave a sample of zeros */
     float fuse_ms[2][2];
     cudnnTensorDescriptor_t bias; /* 1 x K x 1 x 1, made with the first decision */
 } conv_plan;
@@ -228,6 +229,7 @@ static lp_status workspace(lp_cuda *c, conv_plan *p, void **ws) {
     LP_TRY(plan_algo(c, p, 0));
     lp_clear_error();
     p->fuse[0] = p->fuse[1] = FUSE_UNDECIDED; /* decided for the old algorithm */
+    memset(p->fuse_ms, 0, sizeof p->fuse_ms);
     return LP_OK;
 }
 
@@ -270,12 +272,17 @@ static const float one = 1.f, zero = 0.f;
  * offers it for ReLU and for no activation (the latter only with the implicit
  * precomputed GEMM algorithm); a capped ReLU (ReLU6) stays ours. Whether it is used is
  * decided per plan and activation on the first call outside a graph capture: the fused
- * call must run, must match ours on a sample of y (written over NaN, so a fused call
- * that reads z although alpha2 is 0 shows), and must be the faster of the two (cuDNN
- * events, best of three calls each). Deciding stops after 5 s in all per process
- * (LOUPE_CUDNN_FUSE_BUDGET_S): a cuDNN that compiled a kernel at each first call would
+ * call must run, must match ours on a sample of y (its head and tail, written over
+ * NaN, so a fused call that reads z although alpha2 is 0 shows), and must be the
+ * faster of the two (cudaEvents, best of three calls each, each queued behind work so
+ * that neither is timed with its launch on an idle GPU). A sample of zeros proves
+ * nothing (a ReLU turns the NaN to 0): the shape stays undecided for a later call, three
+ * times at most. Any failure while deciding that leaves the device usable only means
+ * ours. Deciding stops once 5 s in all are spent per process (LOUPE_CUDNN_FUSE_BUDGET_S;
+ * 0 still decides the first): a cuDNN that compiled a kernel at each first call would
  * otherwise slow every new shape's first pass without end. LOUPE_CUDNN_FUSE=0 never
- * fuses; =1 fuses wherever the call runs and matches, untimed (tests). */
+ * fuses (Loupe's own path only, so outputs repeat exactly from process to process);
+ * =1 fuses wherever the call runs and matches, untimed (tests). */
 
 static cudnnActivationDescriptor_t act_desc[2]; /* none, ReLU */
 static double fuse_spent_s;                     /* on deciding, so far */
@@ -317,12 +324,16 @@ static cudnnStatus_t fwd_fused(lp_cuda *c, const conv_plan *p, int kind, const f
                                                  p->bias, f->fb, act_desc[kind], p->y, f->y);
 }
 
-/* The first n values of y (the leading channels of the first images, or the first
- * pixels' channels in NHWC), widened to floats on the host. */
+/* n of y's ny values, its first and last n/2 (the leading channels of the first and
+ * last images, or the first and last pixels' channels in NHWC), widened to floats on
+ * the host. */
 #define FUSE_SAMPLE ((size_t)1 << 20)
-static lp_status sample_y(lp_cuda *c, const conv_plan *p, const void *y, size_t n, float *host) {
+static lp_status sample_y(lp_cuda *c, const conv_plan *p, const void *y, size_t ny, size_t n, float *host) {
     const int bf16 = p->prec == LP_PREC_BF16;
-    LP_CUDA(cudaMemcpyAsync(host, y, (bf16 ? 2 : 4) * n, cudaMemcpyDeviceToHost, c->stream));
+    const size_t es = bf16 ? 2 : 4, head = n / 2;
+    LP_CUDA(cudaMemcpyAsync(host, y, es * head, cudaMemcpyDeviceToHost, c->stream));
+    LP_CUDA(cudaMemcpyAsync((char *)host + es * head, (const char *)y + es * (ny - (n - head)), es * (n - head),
+                            cudaMemcpyDeviceToHost, c->stream));
     LP_CUDA(cudaStreamSynchronize(c->stream));
     for (size_t i = n; bf16 && i-- > 0;) { /* from the end: each float lies at or past its bf16 */
         const uint32_t u = (uint32_t)((const uint16_t *)host)[i] << 16;
@@ -331,7 +342,8 @@ static lp_status sample_y(lp_cuda *c, const conv_plan *p, const void *y, size_t 
     return LP_OK;
 }
 
-/* Relative L2 distance of a from the reference r (NaN anywhere: infinite). */
+/* Relative L2 distance of a from the reference r (NaN anywhere: infinite; both all
+ * zeros: NaN, undecidable). */
 static double rel_l2(const float *a, const float *r, size_t n) {
     double num = 0, den = 0;
     for (size_t i = 0; i < n; i++) {
@@ -339,11 +351,13 @@ static double rel_l2(const float *a, const float *r, size_t n) {
         num += e * e, den += (double)r[i] * r[i];
     }
     if (num != num || den != den) return INFINITY;
-    return num == 0 ? 0 : den > 0 ? sqrt(num / den) : INFINITY;
+    return den > 0 ? sqrt(num / den) : num > 0 ? INFINITY : NAN;
 }
 
-/* Milliseconds of one call each, best of three, alternating; ours runs last, so y
- * ends as ours wrote it. */
+/* Milliseconds of one call each, best of three. Each timed pair is queued behind an
+ * untimed call of ours, so the first timed call's launch overlaps work on the GPU as
+ * the second's does (and as in a busy pass or a graph); ours runs last, so y ends as
+ * ours wrote it. */
 static lp_status fuse_time(lp_cuda *c, const conv_plan *p, int kind, const fwd_call *f, float ms[2]) {
     static cudaEvent_t ev[3]; /* made once, kept */
     for (int i = 0; i < 3; i++)
@@ -351,6 +365,7 @@ static lp_status fuse_time(lp_cuda *c, const conv_plan *p, int kind, const fwd_c
     ms[0] = ms[1] = INFINITY;
     for (int r = 0; r < 3; r++) {
         float t[2];
+        LP_TRY(fwd_ours(c, p, f));
         LP_CUDA(cudaEventRecord(ev[0], c->stream));
         LP_DNN(fwd_fused(c, p, kind, f));
         LP_CUDA(cudaEventRecord(ev[1], c->stream));
@@ -375,25 +390,31 @@ static double fuse_budget_s(void) {
     return v >= 0 && !*end ? v : 5.0;
 }
 
-/* fuse_decide's work, with two host buffers of ns floats. */
+/* fuse_decide's work, with two host buffers of ns floats: sets p->fuse[kind] and
+ * leaves y computed, or fails (y undefined). */
 static lp_status fuse_try(lp_cuda *c, conv_plan *p, int kind, int setting, const fwd_call *f, size_t ns, float *ref,
                           float *got) {
     const lp_conv_desc *d = f->d;
-    const size_t es = p->prec == LP_PREC_BF16 ? 2 : 4;
+    const size_t es = p->prec == LP_PREC_BF16 ? 2 : 4, ny = (size_t)d->n * d->k * d->oh * d->ow;
     LP_TRY(fwd_ours(c, p, f));
-    LP_TRY(sample_y(c, p, f->y, ns, ref));
-    LP_CUDA(cudaMemsetAsync(f->y, 0xff, es * d->n * d->k * d->oh * d->ow, c->stream));
+    LP_TRY(sample_y(c, p, f->y, ny, ns, ref));
+    LP_CUDA(cudaMemsetAsync(f->y, 0xff, es * ny, c->stream));
     if (fwd_fused(c, p, kind, f) != CUDNN_STATUS_SUCCESS) {
         cudaGetLastError();
         p->fuse[kind] = FUSE_REFUSED;
         return fwd_ours(c, p, f);
     }
-    LP_TRY(sample_y(c, p, f->y, ns, got));
+    LP_TRY(sample_y(c, p, f->y, ny, ns, got));
     /* the two differ in summation order (tf32: in their tensor-core kernels); in bf16
      * also in rounding (ours rounds cuDNN's sum, then the sum with the bias; the fused
      * call rounds once, with the bias in bf16) */
     const double tol = p->prec == LP_PREC_FP32 ? 1e-4 : p->prec == LP_PREC_TF32 ? 5e-3 : 1e-2;
-    if (!(rel_l2(got, ref, ns) <= tol)) {
+    const double e = rel_l2(got, ref, ns);
+    if (e != e) { /* ours all zeros: nothing to compare; a later call may tell */
+        p->fuse[kind] = ++p->fuse_zero[kind] < 3 ? FUSE_UNDECIDED : FUSE_OFF;
+        return fwd_ours(c, p, f);
+    }
+    if (!(e <= tol)) {
         p->fuse[kind] = FUSE_MISMATCH;
         return fwd_ours(c, p, f);
     }
@@ -406,35 +427,60 @@ static lp_status fuse_try(lp_cuda *c, conv_plan *p, int kind, int setting, const
     return LP_OK;
 }
 
+/* The bias and activation descriptors the fused call takes (the bias in y's type). */
+static lp_status fuse_descs(conv_plan *p, int kind) {
+    if (!p->bias) {
+        const int bf16 = p->prec == LP_PREC_BF16;
+        LP_DNN(cudnnCreateTensorDescriptor(&p->bias));
+        if (cudnnSetTensor4dDescriptor(p->bias, bf16 ? CUDNN_TENSOR_NHWC : CUDNN_TENSOR_NCHW,
+                                       bf16 ? CUDNN_DATA_BFLOAT16 : CUDNN_DATA_FLOAT, 1, p->d.k, 1, 1)) {
+            cudnnDestroyTensorDescriptor(p->bias);
+            p->bias = NULL;
+            return lp_fail(LP_ERR_UNSUPPORTED, "cuDNN takes no bias descriptor for this convolution");
+        }
+    }
+    if (!act_desc[kind]) {
+        cudnnActivationDescriptor_t a;
+        LP_DNN(cudnnCreateActivationDescriptor(&a));
+        if (cudnnSetActivationDescriptor(a, kind ? CUDNN_ACTIVATION_RELU : CUDNN_ACTIVATION_IDENTITY,
+                                         CUDNN_NOT_PROPAGATE_NAN, 0.0)) {
+            cudnnDestroyActivationDescriptor(a);
+            return lp_fail(LP_ERR_UNSUPPORTED, "cuDNN takes no activation descriptor for a fused convolution");
+        }
+        act_desc[kind] = a;
+    }
+    return LP_OK;
+}
+
 /* Decides p->fuse[kind] on this call, which it computes. */
 static lp_status fuse_decide(lp_cuda *c, conv_plan *p, int kind, const fwd_call *f) {
     const lp_conv_desc *d = f->d;
     const int setting = fuse_setting();
-    p->fuse[kind] = FUSE_OFF; /* until decided otherwise, and where deciding failed */
-    if (!setting) return fwd_ours(c, p, f);
+    if (!setting) {
+        p->fuse[kind] = FUSE_OFF;
+        return fwd_ours(c, p, f);
+    }
     if (fuse_spent_s > fuse_budget_s()) {
         p->fuse[kind] = FUSE_UNTRIED;
         return fwd_ours(c, p, f);
     }
-    if (!p->bias) {
-        const int bf16 = p->prec == LP_PREC_BF16;
-        LP_DNN(cudnnCreateTensorDescriptor(&p->bias));
-        LP_DNN(cudnnSetTensor4dDescriptor(p->bias, bf16 ? CUDNN_TENSOR_NHWC : CUDNN_TENSOR_NCHW,
-                                          bf16 ? CUDNN_DATA_BFLOAT16 : CUDNN_DATA_FLOAT, 1, d->k, 1, 1));
-    }
-    if (!act_desc[kind]) {
-        LP_DNN(cudnnCreateActivationDescriptor(&act_desc[kind]));
-        LP_DNN(cudnnSetActivationDescriptor(act_desc[kind], kind ? CUDNN_ACTIVATION_RELU : CUDNN_ACTIVATION_IDENTITY,
-                                            CUDNN_NOT_PROPAGATE_NAN, 0.0));
-    }
+    /* the time spent is deciding's alone: earlier work queued on the stream first */
+    LP_CUDA(cudaStreamSynchronize(c->stream));
+    const double t0 = lp_now_s();
     const size_t ny = (size_t)d->n * d->k * d->oh * d->ow, ns = ny < FUSE_SAMPLE ? ny : FUSE_SAMPLE;
     float *ref = malloc(2 * sizeof(float) * ns);
-    if (!ref) return lp_fail(LP_ERR_OOM, "out of host memory for a fused convolution's check");
-    const double t0 = lp_now_s();
-    lp_status s = fuse_try(c, p, kind, setting, f, ns, ref, ref + ns);
-    fuse_spent_s += lp_now_s() - t0;
+    lp_status s = !ref ? lp_fail(LP_ERR_OOM, "out of host memory for a fused convolution's check") : fuse_descs(p, kind);
+    if (s == LP_OK) s = fuse_try(c, p, kind, setting, f, ns, ref, ref + ns);
     free(ref);
-    return s;
+    fuse_spent_s += lp_now_s() - t0;
+    if (s == LP_OK) return LP_OK;
+    /* Deciding failed (a cuDNN or CUDA call, host memory): ours from here on, unless the
+     * device itself is lost (a sticky error), which the pass must report. */
+    cudaGetLastError();
+    if (cudaStreamSynchronize(c->stream) != cudaSuccess) return s;
+    lp_clear_error();
+    p->fuse[kind] = FUSE_OFF;
+    return fwd_ours(c, p, f);
 }
 
 /* Will this call try or use the fused path (so a bf16 call needs its bias in bf16)? */
@@ -451,6 +497,9 @@ static lp_status fwd_run(lp_cuda *c, conv_plan *p, const fwd_call *f) {
     if (kind >= 0 && p->fuse[kind] == FUSE_YES) {
         if (fwd_fused(c, p, kind, f) == CUDNN_STATUS_SUCCESS) return LP_OK;
         cudaGetLastError();
+        /* refused while capturing (cuDNN may build a kernel anew, which a capture does not
+         * take): the capture is dropped and the pass runs as usual, fused if it can */
+        if (_lp_cuda_capturing()) return _lp_cuda_capture_refuse("cuDNN's fused convolution failed");
         p->fuse[kind] = FUSE_REFUSED; /* refused now where it ran before: ours from here on */
     }
     return fwd_ours(c, p, f);
@@ -526,7 +575,7 @@ lp_status _lp_cuda_conv_fwd(lp_precision prec, const lp_conv_desc *d, const floa
         fwd_call f = {d, x16, w16, b, NULL, y16, ws};
         if (fuse_wanted(p, &f)) {
             uint16_t *b16 = (uint16_t *)w16 + b_at;
-            LP_KERNEL(lp_k_nchw_to_nhwc_bf16(s, 1, d->k, 1, b, b16));
+            LP_KERNEL(lp_k_f32_to_bf16(s, d->k, b, b16));
             f.fb = b16;
         }
         return fwd_run(c, p, &f);

@@ -425,6 +425,9 @@ cudnnStatus_t cudnnConvolutionBiasActivationForward(cudnnHandle_t h, const void 
     /* the bias in y's data type (cuDNN's configurations for float and bfloat16 data) */
     if (bd->type != yd->type) return CUDNN_STATUS_NOT_SUPPORTED;
     if (bd->n != 1 || bd->c != yd->c || bd->h != 1 || bd->w != 1) return bad("fused convolution: the bias is not 1 x K x 1 x 1");
+    /* a cuDNN whose fused call fails while capturing (building a kernel anew there) */
+    static const char *cap_fail = getenv("LOUPE_EMU_FUSED_CAPTURE_FAIL");
+    if (cap_fail && !strcmp(cap_fail, "1") && lp_emu::capturing()) return CUDNN_STATUS_EXECUTION_FAILED;
     static const char *fault = getenv("LOUPE_EMU_FUSED_FAULT");
     const float a1 = scalar(alpha1), a2 = scalar(alpha2);
     const bool read_z = a2 != 0.f || (fault && !strcmp(fault, "1"));

@@ -15,6 +15,8 @@ cudaError_t submit(void *stream, std::function<void()> op);
 /* Whether [p, p + bytes) lies inside one live device allocation; if not, says so on
  * stderr, naming `who`. */
 bool device_range(const void *p, size_t bytes, const char *who);
+/* Whether a stream capture is under way. */
+bool capturing();
 /* Round a float to TF32 (10 mantissa bits, nearest even), as tensor cores read it. */
 float tf32(float v);
 float bf16_to_float(uint16_t h);

@@ -313,6 +313,8 @@ void run_grid(dim3 g, dim3 b, const std::function<void()> &fn, const void *kerne
 
 namespace lp_emu {
 
+bool capturing() { return cap_graph != nullptr; }
+
 cudaError_t submit(void *stream, std::function<void()> op) {
     settings();
     if (cap_graph) {
@@ -581,6 +583,8 @@ struct CUevent_st {
     double ms;
 };
 cudaError_t cudaEventCreate(cudaEvent_t *e) {
+    static const char *fail_env = getenv("LOUPE_EMU_EVENT_FAIL"); /* a driver that cannot make events */
+    if (fail_env && !strcmp(fail_env, "1")) return fail(cudaErrorMemoryAllocation);
     *e = new CUevent_st{-1.0};
     return cudaSuccess;
 }

@@ -1883,6 +1883,122 @@ static void t_race_refused(void **state) {
 /* ---------------------------------------------------------------------------------
  * out of memory: an absurd allocation fails cleanly, and the backend still works */
 
+/* ---------------------------------------------------------------------------------
+ * fuse_edge: a ReLU convolution whose bias lies far below every sum, so y is all zeros.
+ * A sample of zeros cannot show a faulty fused call (its ReLU turns the NaN fill into
+ * 0 too), so the decision is put off twice and the third call settles on ours ("off").
+ * Every call's y must be right. LOUPE_CUDNN_FUSE=0: off at the first call; where the
+ * deciding budget is spent (not in the fused variants, which set
+ * LOUPE_TWIN_EXPECT_FUSION): untried at the first call. */
+
+static int fusion_stats(lp_fusion_stats *f) {
+    if (lp_device_fusion_stats(LP_DEVICE_CUDA, f) == LP_OK) return 1;
+    printf("FAIL  lp_device_fusion_stats: %s\n", lp_last_error());
+    return 0;
+}
+
+static void t_fuse_edge(void **state) {
+    (void)state;
+    group_begin("fused conv, sample of zeros");
+    if (g_selftest) printf("(self-test: the decision is the CUDA backend's; not run)\n");
+    lp_conv_desc d = conv_make(3, 7, 11, 13, 9, 3, 3, 1, 1, 1, 1, 1, 1, 1, 1, 1);
+    d.act = INFINITY;
+    const int64_t nx = (int64_t)d.n * d.c * d.h * d.w, ny = (int64_t)d.n * d.k * d.oh * d.ow;
+    const int64_t nw = (int64_t)d.k * d.c * d.kh * d.kw;
+    float *x = hrand(nx, -1, 1), *w = hrand(nw, -1, 1), *b = hrand(d.k, -1e4f, -1e4f + 1);
+    const char *fs = getenv("LOUPE_CUDNN_FUSE"), *ex = getenv("LOUPE_TWIN_EXPECT_FUSION");
+    const int never = fs && !strcmp(fs, "0"), strict = ex && *ex;
+    char lab[160];
+    conv_label(&d, " bias -1e4 +relu", lab, sizeof lab);
+    int untried = 0;
+    for (int call = 1; call <= 4 && !g_broken && !g_selftest; call++) {
+        lp_fusion_stats f0, f1;
+        if (!fusion_stats(&f0)) {
+            count(0);
+            break;
+        }
+        tw t;
+        if (tw_begin(&t, DUT, "conv_fwd", "%s, call %d", lab, call)) {
+            float *gx = tw_dev(&t, x, nx), *gw = tw_dev(&t, w, nw), *gb = tw_dev(&t, b, d.k);
+            outbuf y;
+            out_init(&t, &y, ny, -1, 1);
+            REF_CALL(&t, conv_fwd, &d, x, w, b, y.want);
+            DUT_CALL(&t, conv_fwd, &d, gx, gw, gb, y.dev);
+            out_check(&t, &y, "y", 0, TWIN_CONV_TOL);
+            tw_end(&t);
+        }
+        if (!fusion_stats(&f1)) {
+            count(0);
+            break;
+        }
+        const int d_off = f1.off - f0.off, d_untried = f1.untried - f0.untried;
+        const int d_all = f1.fused - f0.fused + f1.slower - f0.slower + f1.refused - f0.refused + f1.mismatched -
+                          f0.mismatched + d_off + d_untried;
+        if (call == 1 && !never && !strict && d_untried == 1 && d_all == 1) untried = 1;
+        const int settles = untried ? 0 : never ? call == 1 : call == 3;
+        const int ok = untried ? call > 1 || d_untried == 1 : settles ? d_off == 1 && d_all == 1 : d_all == 0;
+        printf("%s  %-18s %-62s %+d off, %+d in all\n", ok ? "PASS" : "FAIL", "fusion decision", lab, d_off, d_all);
+        count(ok);
+    }
+    if (untried) printf("(the deciding budget was spent: the shape stayed on Loupe's path untried)\n");
+    free(x), free(w), free(b);
+    group_end("fused conv, sample of zeros");
+}
+
+/* ---------------------------------------------------------------------------------
+ * fuse_capture: a fused convolution captured in a CUDA graph and replayed gives the
+ * right y. Where the fused call fails while capturing (the emulator's
+ * LOUPE_EMU_FUSED_CAPTURE_FAIL=1), the capture is dropped, the call runs again outside
+ * it, and the shape stays fused: a refusal under capture is no refusal outside. */
+
+static void t_fuse_capture(void **state) {
+    (void)state;
+    group_begin("fused conv in a CUDA graph");
+    const char *fs = getenv("LOUPE_CUDNN_FUSE"), *cf = getenv("LOUPE_EMU_FUSED_CAPTURE_FAIL");
+    const int forced = fs && !strcmp(fs, "1"), cap_fail = cf && !strcmp(cf, "1");
+    if (g_selftest || !forced) printf("(needs the CUDA backend and LOUPE_CUDNN_FUSE=1; not run)\n");
+    lp_conv_desc d = conv_make(2, 5, 9, 10, 6, 3, 3, 1, 1, 1, 1, 1, 1, 1, 1, 1);
+    d.act = INFINITY;
+    const int64_t nx = (int64_t)d.n * d.c * d.h * d.w, ny = (int64_t)d.n * d.k * d.oh * d.ow;
+    const int64_t nw = (int64_t)d.k * d.c * d.kh * d.kw;
+    float *x = hrand(nx, -1, 1), *w = hrand(nw, -1, 1), *b = hrand(d.k, -1, 1);
+    char lab[160];
+    conv_label(&d, " bias +relu", lab, sizeof lab);
+    tw t;
+    if (!g_selftest && forced && tw_begin(&t, DUT, "conv_fwd", "%s, in a graph", lab)) {
+        float *gx = tw_dev(&t, x, nx), *gw = tw_dev(&t, w, nw), *gb = tw_dev(&t, b, d.k);
+        outbuf y;
+        out_init(&t, &y, ny, -1, 1);
+        REF_CALL(&t, conv_fwd, &d, x, w, b, y.want);
+        DUT_CALL(&t, conv_fwd, &d, gx, gw, gb, y.dev); /* decides: fused */
+        lp_fusion_stats f0 = {0}, f1 = {0};
+        if (!t.err) tw_status(&t, DUT->fill(ny, NAN, y.dev), "cuda", "fill"); /* the replay must write all of y */
+        int ok = !t.err && fusion_stats(&f0) && lp_cuda_graph_begin() == LP_OK;
+        lp_graph *g = NULL;
+        if (ok) {
+            const lp_status sc = DUT->conv_fwd(&d, gx, gw, gb, y.dev);
+            const lp_status se = lp_cuda_graph_end(&g);
+            ok = se == LP_OK && (cap_fail ? sc != LP_OK && !g : sc == LP_OK && g);
+            printf("%s  %-18s %-62s capture %s, %s\n", ok ? "PASS" : "FAIL", "conv_fwd graph", lab,
+                   sc == LP_OK ? "taken" : "refused", g ? "a graph" : "no graph");
+            lp_clear_error();
+            if (g) tw_status(&t, lp_cuda_graph_launch(g), "cuda", "graph launch");
+            else DUT_CALL(&t, conv_fwd, &d, gx, gw, gb, y.dev); /* outside the capture */
+            tw_status(&t, DUT->sync(), "cuda", "sync");
+            lp_cuda_graph_free(g);
+        }
+        const int have = fusion_stats(&f1);
+        ok = ok && have && f1.fused == f0.fused && f0.fused > 0 && f1.refused == f0.refused;
+        printf("%s  %-18s %-62s %d fused, %+d refused\n", ok ? "PASS" : "FAIL", "fusion kept", lab, f1.fused,
+               f1.refused - f0.refused);
+        count(ok);
+        out_check(&t, &y, "y", 0, TWIN_CONV_TOL);
+        tw_end(&t);
+    }
+    free(x), free(w), free(b);
+    group_end("fused conv in a CUDA graph");
+}
+
 static void t_oom(void **state) {
     (void)state;
     group_begin("out of memory");
@@ -1931,7 +2047,8 @@ static void t_oom(void **state) {
  * fused and none refused, mismatched or untried (with LOUPE_CUDNN_FUSE=1, every check then ran
  * fused where cuDNN offers it); =none: none fused; =mismatched: none fused, some caught
  * mismatching (the emulator's faulty cuDNN, LOUPE_EMU_FUSED_FAULT=1); =budget: one
- * decided, the rest untried (LOUPE_CUDNN_FUSE_BUDGET_S=0). */
+ * decided, the rest untried (LOUPE_CUDNN_FUSE_BUDGET_S=0); =off: every decision failed
+ * or was off (the emulator's failing events, LOUPE_EMU_EVENT_FAIL=1), none fused. */
 
 static void fusion_check(void) {
     if (g_selftest) return;
@@ -1951,6 +2068,7 @@ static void fusion_check(void) {
     else if (!strcmp(ex, "none")) ok = f.fused == 0;
     else if (!strcmp(ex, "mismatched")) ok = f.fused == 0 && f.mismatched > 0 && !f.untried;
     else if (!strcmp(ex, "budget")) ok = f.fused + f.slower + f.refused + f.mismatched == 1 && f.untried > 0;
+    else if (!strcmp(ex, "off")) ok = f.fused + f.slower + f.refused + f.mismatched + f.untried == 0 && f.off > 0;
     else ok = 0;
     printf("%s  fusion as LOUPE_TWIN_EXPECT_FUSION=%s expects\n", ok ? "ok  " : "FAIL", ex);
     count(ok);
@@ -2000,7 +2118,8 @@ int main(void) {
         cmocka_unit_test(t_copy2d),  cmocka_unit_test(t_slice),     cmocka_unit_test(t_pad),
         cmocka_unit_test(t_lrn),     cmocka_unit_test(t_affine),    cmocka_unit_test(t_blas1),
         cmocka_unit_test(t_tf32),    cmocka_unit_test(t_bf16),      cmocka_unit_test(t_packed),
-        cmocka_unit_test(t_race_refused), cmocka_unit_test(t_oom),
+        cmocka_unit_test(t_race_refused), cmocka_unit_test(t_oom), cmocka_unit_test(t_fuse_edge),
+        cmocka_unit_test(t_fuse_capture),
     };
     /* LOUPE_TWIN_ONLY="conv tf32": only those groups (t_conv, t_tf32) */
     const char *only = getenv("LOUPE_TWIN_ONLY");
