@@ -662,6 +662,11 @@ int main(int argc, char **argv) {
         return 1;
     }
 
+    /* cuDNN's fused convolutions are decided on each shape's first call (a warm-up call,
+     * untimed, as PyTorch's benchmark mode tunes its algorithms; about 11 calls of the
+     * convolution each). More room than a program's 5 s, for more of the table's shapes,
+     * but bounded: the GPU check gives this bench 125 s. */
+    setenv("LOUPE_CUDNN_FUSE_BUDGET_S", "15", 0);
     double t_start = now_s();
     printf("Loupe gpu_forward: %s (%s); models %s; precisions %s; forward batch %d, input-gradient batch %d\n",
            lp_device_description(o.dev), lp_device_name(o.dev), o.models, o.precs, o.batch_fwd, o.batch_grad);
@@ -695,8 +700,10 @@ int main(int argc, char **argv) {
     lp_fusion_stats fs;
     if (o.dev == LP_DEVICE_CUDA && lp_device_fusion_stats(o.dev, &fs) == LP_OK)
         printf("\ncuDNN fused conv + bias + act (shapes x activation, all models): %d fused, %d slower, "
-               "%d refused, %d mismatched, %d untried; one call each: %.2f ms fused vs %.2f ms ours (LOUPE_CUDNN_FUSE=0: never)\n",
-               fs.fused, fs.slower, fs.refused, fs.mismatched, fs.untried, fs.ms_fused, fs.ms_ours);
+               "%d refused, %d mismatched, %d off, %d untried; one call each: %.2f ms fused vs %.2f ms ours; "
+               "%.2f s deciding, on first calls (budget LOUPE_CUDNN_FUSE_BUDGET_S=%s; LOUPE_CUDNN_FUSE=0: never)\n",
+               fs.fused, fs.slower, fs.refused, fs.mismatched, fs.off, fs.untried, fs.ms_fused, fs.ms_ours,
+               fs.s_deciding, getenv("LOUPE_CUDNN_FUSE_BUDGET_S"));
     printf("%s: %d failing cell%s; %.1f s in all\n", bad ? "FAIL" : "done", bad, bad == 1 ? "" : "s",
            now_s() - t_start);
     return bad ? 1 : 0;

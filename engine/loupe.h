@@ -90,9 +90,10 @@ typedef struct lp_fusion_stats {
     int slower;     /* matched, ran slower: Loupe's path kept */
     int refused;    /* cuDNN refused the fused call */
     int mismatched; /* its sample differed from Loupe's path: that path kept */
-    int off;        /* LOUPE_CUDNN_FUSE=0, or deciding failed */
+    int off;        /* LOUPE_CUDNN_FUSE=0, deciding failed, or Loupe's output was all zeros thrice */
     int untried;    /* after 5 s spent deciding (per process; LOUPE_CUDNN_FUSE_BUDGET_S): Loupe's path */
     double ms_fused, ms_ours;
+    double s_deciding; /* seconds spent deciding, this process */
 } lp_fusion_stats;
 lp_status lp_device_fusion_stats(lp_device d, lp_fusion_stats *out);
 

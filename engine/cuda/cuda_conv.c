@@ -507,6 +507,7 @@ static lp_status fwd_run(lp_cuda *c, conv_plan *p, const fwd_call *f) {
 
 lp_status lp_cuda_fusion_stats(lp_fusion_stats *out) {
     memset(out, 0, sizeof *out);
+    out->s_deciding = fuse_spent_s;
     for (int i = 0; i < n_plans; i++)
         for (int k = 0; k < 2; k++) {
             const conv_plan *p = plans[i];
