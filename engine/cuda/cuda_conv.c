@@ -497,10 +497,10 @@ static lp_status fwd_run(lp_cuda *c, conv_plan *p, const fwd_call *f) {
     if (kind >= 0 && p->fuse[kind] == FUSE_YES) {
         if (fwd_fused(c, p, kind, f) == CUDNN_STATUS_SUCCESS) return LP_OK;
         cudaGetLastError();
-        /* refused while capturing (cuDNN may build a kernel anew, which a capture does not
-         * take): the capture is dropped and the pass runs as usual, fused if it can */
-        if (_lp_cuda_capturing()) return _lp_cuda_capture_refuse("cuDNN's fused convolution failed");
-        p->fuse[kind] = FUSE_REFUSED; /* refused now where it ran before: ours from here on */
+        /* refused now where it ran before: ours from here on. Also while capturing (cuDNN
+         * may build a kernel anew, which a capture does not take): ours goes into the
+         * graph, where keeping the fused call would cost every later pass its graph. */
+        p->fuse[kind] = FUSE_REFUSED;
     }
     return fwd_ours(c, p, f);
 }

@@ -1947,15 +1947,17 @@ static void t_fuse_edge(void **state) {
 
 /* ---------------------------------------------------------------------------------
  * fuse_capture: a fused convolution captured in a CUDA graph and replayed gives the
- * right y. Where the fused call fails while capturing (the emulator's
- * LOUPE_EMU_FUSED_CAPTURE_FAIL=1), the capture is dropped, the call runs again outside
- * it, and the shape stays fused: a refusal under capture is no refusal outside. */
+ * right y, and the shape stays fused. Where the fused call fails while capturing (the
+ * emulator's LOUPE_EMU_FUSED_CAPTURE_FAIL=1), Loupe's path goes into the graph instead
+ * and serves the shape from then on (refused): the pass keeps its graph. A GPU's cuDNN
+ * may do either; the line says which. */
 
 static void t_fuse_capture(void **state) {
     (void)state;
     group_begin("fused conv in a CUDA graph");
     const char *fs = getenv("LOUPE_CUDNN_FUSE"), *cf = getenv("LOUPE_EMU_FUSED_CAPTURE_FAIL");
-    const int forced = fs && !strcmp(fs, "1"), cap_fail = cf && !strcmp(cf, "1");
+    const char *ex = getenv("LOUPE_TWIN_EXPECT_FUSION");
+    const int forced = fs && !strcmp(fs, "1"), cap_fail = cf && !strcmp(cf, "1"), expect_set = ex && *ex;
     if (g_selftest || !forced) printf("(needs the CUDA backend and LOUPE_CUDNN_FUSE=1; not run)\n");
     lp_conv_desc d = conv_make(2, 5, 9, 10, 6, 3, 3, 1, 1, 1, 1, 1, 1, 1, 1, 1);
     d.act = INFINITY;
@@ -1978,7 +1980,7 @@ static void t_fuse_capture(void **state) {
         if (ok) {
             const lp_status sc = DUT->conv_fwd(&d, gx, gw, gb, y.dev);
             const lp_status se = lp_cuda_graph_end(&g);
-            ok = se == LP_OK && (cap_fail ? sc != LP_OK && !g : sc == LP_OK && g);
+            ok = se == LP_OK && sc == LP_OK && g;
             printf("%s  %-18s %-62s capture %s, %s\n", ok ? "PASS" : "FAIL", "conv_fwd graph", lab,
                    sc == LP_OK ? "taken" : "refused", g ? "a graph" : "no graph");
             lp_clear_error();
@@ -1987,10 +1989,14 @@ static void t_fuse_capture(void **state) {
             tw_status(&t, DUT->sync(), "cuda", "sync");
             lp_cuda_graph_free(g);
         }
-        const int have = fusion_stats(&f1);
-        ok = ok && have && f1.fused == f0.fused && f0.fused > 0 && f1.refused == f0.refused;
-        printf("%s  %-18s %-62s %d fused, %+d refused\n", ok ? "PASS" : "FAIL", "fusion kept", lab, f1.fused,
-               f1.refused - f0.refused);
+        /* the shape moved from fused to refused: as the knob says on the emulator, where
+         * LOUPE_TWIN_EXPECT_FUSION is set; on a GPU either way (the line says which) */
+        const int have = fusion_stats(&f1), moved = f0.fused - f1.fused;
+        ok = ok && have && f0.fused > 0 && (moved == 0 || moved == 1) && f1.refused == f0.refused + moved &&
+             (cap_fail ? moved == 1 : !expect_set || moved == 0);
+        printf("%s  %-18s %-62s %+d fused, %+d refused%s\n", ok ? "PASS" : "FAIL",
+               moved ? "fusion given up" : "fusion kept", lab, f1.fused - f0.fused, f1.refused - f0.refused,
+               moved ? " (cuDNN's fused call failed in the capture: Loupe's path went into the graph)" : "");
         count(ok);
         out_check(&t, &y, "y", 0, TWIN_CONV_TOL);
         tw_end(&t);
