@@ -33,8 +33,9 @@ typedef struct conv_plan {
     size_t ws;
     int unsupported; /* bf16 only: cuDNN has no kernel for it (remembered, so the tf32
                       * fallback costs no new measurement, nor a graph capture) */
-    /* forward, fp32/tf32: cuDNN's fused call or ours, per activation (FUSE_*), with
-     * the times measured for one call of each (ms; 0 where not timed) */
+    /* forward (fp32, tf32, bf16 into packed outputs): cuDNN's fused call or ours, per
+     * activation (FUSE_*), with the times measured for one call of each (ms; 0 where
+     * not timed) */
     signed char fuse[2];
     signed char fuse_zero[2]; /* decisions put off: ours gave a sample of zeros */
     float fuse_ms[2][2];

@@ -1883,6 +1883,48 @@ static void t_race_refused(void **state) {
 /* ---------------------------------------------------------------------------------
  * out of memory: an absurd allocation fails cleanly, and the backend still works */
 
+static void t_oom(void **state) {
+    (void)state;
+    group_begin("out of memory");
+    /* The CUDA allocator's refusal; in the self-test the CPU's malloc would be asked for
+     * 1 PiB, which sanitizer builds abort on instead of returning NULL. */
+    if (g_selftest) printf("(self-test: the out-of-memory case is the CUDA allocator's; not run)\n");
+    if (!g_broken && !g_selftest) {
+        const size_t huge = (size_t)1 << 50;
+        void *p = (void *)0x1;
+        lp_clear_error();
+        lp_status s = DUT->alloc(huge, &p);
+        const char *msg = lp_last_error();
+        /* the size in some unit: bytes, MiB, GiB, TiB, PiB */
+        static const char *forms[] = {"1125899906842624", "1073741824", "1048576", "1024 TiB", "1024.0 TiB",
+                                      "1 PiB", "1.0 PiB", "1.00 PiB"};
+        int has_size = 0;
+        for (size_t i = 0; i < sizeof forms / sizeof *forms; i++) has_size |= msg && strstr(msg, forms[i]) != NULL;
+        int ok = s == LP_ERR_OOM && has_size && p == NULL;
+        printf("%s  %-18s %-62s status %s, ptr %s, message \"%s\"\n", ok ? "PASS" : "FAIL", "alloc", "1<<50 bytes",
+               lp_status_str(s), p == NULL ? "NULL" : "not NULL", msg ? msg : "(null)");
+        if (s == LP_ERR_OOM && !has_size) printf("      (the message must name the size: 1125899906842624 bytes)\n");
+        count(ok);
+        if (s == LP_OK && p) DUT->free(p);
+        /* afterwards: a round trip and an op still work */
+        tw t;
+        if (tw_begin(&t, DUT, "axpy", "after the failed allocation")) {
+            float *x = hrand(1000, -1, 1);
+            float *gx = tw_dev(&t, x, 1000);
+            outbuf y;
+            out_init(&t, &y, 1000, -1, 1);
+            REF_CALL(&t, axpy, 1000, 0.5f, x, y.want);
+            DUT_CALL(&t, axpy, 1000, 0.5f, gx, y.dev);
+            out_check(&t, &y, "y", 1, TWIN_FP32_TOL);
+            tw_end(&t);
+            free(x);
+        }
+        lp_conv_desc d = conv_make(2, 3, 13, 11, 5, 3, 3, 1, 1, 1, 1, 1, 1, 1, 1, 1);
+        conv_case(DUT, " (after OOM)", &d, 1, 1, TWIN_CONV_TOL);
+    }
+    group_end("out of memory");
+}
+
 /* ---------------------------------------------------------------------------------
  * fuse_edge: a ReLU convolution whose bias lies far below every sum, so y is all zeros.
  * A sample of zeros cannot show a faulty fused call (its ReLU turns the NaN fill into
@@ -2005,48 +2047,6 @@ static void t_fuse_capture(void **state) {
     group_end("fused conv in a CUDA graph");
 }
 
-static void t_oom(void **state) {
-    (void)state;
-    group_begin("out of memory");
-    /* The CUDA allocator's refusal; in the self-test the CPU's malloc would be asked for
-     * 1 PiB, which sanitizer builds abort on instead of returning NULL. */
-    if (g_selftest) printf("(self-test: the out-of-memory case is the CUDA allocator's; not run)\n");
-    if (!g_broken && !g_selftest) {
-        const size_t huge = (size_t)1 << 50;
-        void *p = (void *)0x1;
-        lp_clear_error();
-        lp_status s = DUT->alloc(huge, &p);
-        const char *msg = lp_last_error();
-        /* the size in some unit: bytes, MiB, GiB, TiB, PiB */
-        static const char *forms[] = {"1125899906842624", "1073741824", "1048576", "1024 TiB", "1024.0 TiB",
-                                      "1 PiB", "1.0 PiB", "1.00 PiB"};
-        int has_size = 0;
-        for (size_t i = 0; i < sizeof forms / sizeof *forms; i++) has_size |= msg && strstr(msg, forms[i]) != NULL;
-        int ok = s == LP_ERR_OOM && has_size && p == NULL;
-        printf("%s  %-18s %-62s status %s, ptr %s, message \"%s\"\n", ok ? "PASS" : "FAIL", "alloc", "1<<50 bytes",
-               lp_status_str(s), p == NULL ? "NULL" : "not NULL", msg ? msg : "(null)");
-        if (s == LP_ERR_OOM && !has_size) printf("      (the message must name the size: 1125899906842624 bytes)\n");
-        count(ok);
-        if (s == LP_OK && p) DUT->free(p);
-        /* afterwards: a round trip and an op still work */
-        tw t;
-        if (tw_begin(&t, DUT, "axpy", "after the failed allocation")) {
-            float *x = hrand(1000, -1, 1);
-            float *gx = tw_dev(&t, x, 1000);
-            outbuf y;
-            out_init(&t, &y, 1000, -1, 1);
-            REF_CALL(&t, axpy, 1000, 0.5f, x, y.want);
-            DUT_CALL(&t, axpy, 1000, 0.5f, gx, y.dev);
-            out_check(&t, &y, "y", 1, TWIN_FP32_TOL);
-            tw_end(&t);
-            free(x);
-        }
-        lp_conv_desc d = conv_make(2, 3, 13, 11, 5, 3, 3, 1, 1, 1, 1, 1, 1, 1, 1, 1);
-        conv_case(DUT, " (after OOM)", &d, 1, 1, TWIN_CONV_TOL);
-    }
-    group_end("out of memory");
-}
-
 /* ---------------------------------------------------------------------------------
  * cuDNN's fused convolution + bias + activation: how the forward shapes were decided
  * (the conv_fwd checks above ran whichever way). LOUPE_TWIN_EXPECT_FUSION=fused: some
@@ -2059,8 +2059,7 @@ static void t_oom(void **state) {
 static void fusion_check(void) {
     if (g_selftest) return;
     lp_fusion_stats f;
-    if (lp_device_fusion_stats(LP_DEVICE_CUDA, &f)) {
-        printf("FAIL  lp_device_fusion_stats: %s\n", lp_last_error());
+    if (!fusion_stats(&f)) {
         count(0);
         return;
     }
