@@ -10,8 +10,9 @@
  * asymmetric pad (TensorFlow's SAME) is made explicit with our pad kernel first.
  * Weight gradients in bf16 mode run in tf32: a bf16 weight gradient would lose what
  * training and second-order methods need, and input-gradient passes never ask for it.
- * Forwards with a bias and no activation or a ReLU (fp32 and tf32, and bf16 into a
- * packed output) may run as cuDNN's fused convolution + bias + activation (see fuse_decide). */
+ * Forwards with a bias and no activation, a ReLU or a capped ReLU (fp32 and tf32, and
+ * bf16 into a packed output) may run as cuDNN's fused convolution + bias + activation
+ * (see fuse_decide). */
 #include "cuda/cuda_internal.h"
 
 #include <math.h>
@@ -19,6 +20,8 @@
 #include <string.h>
 
 enum { DIR_FWD = 0, DIR_BWD_DATA = 1, DIR_BWD_FILTER = 2 };
+
+enum { FUSE_NONE, FUSE_RELU, FUSE_CAPPED, FUSE_KINDS }; /* the fused call's activations */
 
 typedef struct conv_plan {
     lp_conv_desc d;
@@ -34,11 +37,12 @@ typedef struct conv_plan {
     int unsupported; /* bf16 only: cuDNN has no kernel for it (remembered, so the tf32
                       * fallback costs no new measurement, nor a graph capture) */
     /* forward (fp32, tf32, bf16 into packed outputs): cuDNN's fused call or ours, per
-     * activation (FUSE_*), with the times measured for one call of each (ms; 0 where
-     * not timed) */
-    signed char fuse[2];
-    signed char fuse_zero[2]; /* decisions put off: ours gave a sample of zeros */
-    float fuse_ms[2][2];
+     * activation kind (FUSE_*), with the times measured for one call of each (ms; 0
+     * where not timed) */
+    signed char fuse[FUSE_KINDS];
+    signed char fuse_zero[FUSE_KINDS]; /* decisions put off: ours gave a sample of zeros */
+    float fuse_ms[FUSE_KINDS][2];
+    float fuse_cap; /* the cap the capped kind was first tried with (0: not yet) */
     cudnnTensorDescriptor_t bias; /* 1 x K x 1 x 1, made with the first decision */
 } conv_plan;
 
@@ -229,8 +233,11 @@ static lp_status workspace(lp_cuda *c, conv_plan *p, void **ws) {
     if (s != LP_ERR_OOM) return s;
     LP_TRY(plan_algo(c, p, 0));
     lp_clear_error();
-    p->fuse[0] = p->fuse[1] = FUSE_UNDECIDED; /* decided for the old algorithm */
+    /* decided for the old algorithm */
+    memset(p->fuse, FUSE_UNDECIDED, sizeof p->fuse);
+    memset(p->fuse_zero, 0, sizeof p->fuse_zero);
     memset(p->fuse_ms, 0, sizeof p->fuse_ms);
+    p->fuse_cap = 0.f;
     return LP_OK;
 }
 
@@ -270,9 +277,11 @@ static const float one = 1.f, zero = 0.f;
 /* ---- cuDNN's fused convolution + bias + activation ------------------------------
  * cudnnConvolutionBiasActivationForward computes y = act(conv(x) + bias) in one call
  * where ours is cuDNN's convolution, then our bias + activation kernel over y. cuDNN
- * offers it for ReLU and for no activation (the latter only with the implicit
- * precomputed GEMM algorithm); a capped ReLU (ReLU6) stays ours. Whether it is used is
- * decided per plan and activation on the first call outside a graph capture: the fused
+ * offers it for no activation (only with the implicit precomputed GEMM algorithm), for
+ * ReLU and for a capped ReLU (ReLU6: CUDNN_ACTIVATION_CLIPPED_RELU; whether a given
+ * cuDNN runs that one fused is for the call to tell, as for every kind). Whether it is
+ * used is decided per plan and activation on the first call outside a graph capture
+ * (a capped ReLU for the cap it was first called with; other caps stay ours): the fused
  * call must run, must match ours on a sample of y (its head and tail, written over
  * NaN, so a fused call that reads z although alpha2 is 0 shows), and must be the
  * faster of the two (cudaEvents, best of three calls each, each queued behind work so
@@ -285,8 +294,9 @@ static const float one = 1.f, zero = 0.f;
  * fuses (Loupe's own path only, so outputs repeat exactly from process to process);
  * =1 fuses wherever the call runs and matches, untimed (tests). */
 
-static cudnnActivationDescriptor_t act_desc[2]; /* none, ReLU */
-static double fuse_spent_s;                     /* on deciding, so far */
+static cudnnActivationDescriptor_t act_desc[FUSE_KINDS]; /* none, ReLU, capped ReLU */
+static double act_cap;                                   /* act_desc[FUSE_CAPPED]'s cap */
+static double fuse_spent_s;                              /* on deciding, so far */
 
 /* One forward call's operands as cuDNN takes them: x and w in the plan's data type
  * (fp32, or bf16 copies and packed values), y too (fp32 NCHW, or packed bf16 NHWC); the
@@ -299,13 +309,14 @@ typedef struct fwd_call {
     void *y, *ws;
 } fwd_call;
 
-/* The activation index (0 none, 1 ReLU) when the call may run fused, else -1. bf16
- * calls come here only with a packed output (an fp32 output is converted from cuDNN's
- * bf16 in the pass that adds the bias: nothing to save). */
+/* The activation kind (FUSE_NONE, _RELU, _CAPPED) when the call may run fused, else
+ * -1. bf16 calls come here only with a packed output (an fp32 output is converted from
+ * cuDNN's bf16 in the pass that adds the bias: nothing to save). */
 static int fuse_kind(const conv_plan *p, const lp_conv_desc *d, const float *b) {
     if (d->accumulate || !b) return -1;
-    if (d->act == INFINITY) return 1;
-    return d->act > 0.f || p->algo != CUDNN_CONVOLUTION_FWD_ALGO_IMPLICIT_PRECOMP_GEMM ? -1 : 0;
+    if (d->act == INFINITY) return FUSE_RELU;
+    if (d->act > 0.f) return p->fuse_cap == 0.f || p->fuse_cap == d->act ? FUSE_CAPPED : -1;
+    return p->algo == CUDNN_CONVOLUTION_FWD_ALGO_IMPLICIT_PRECOMP_GEMM ? FUSE_NONE : -1;
 }
 
 static lp_status fwd_ours(lp_cuda *c, const conv_plan *p, const fwd_call *f) {
@@ -320,6 +331,12 @@ static lp_status fwd_ours(lp_cuda *c, const conv_plan *p, const fwd_call *f) {
 }
 
 static cudnnStatus_t fwd_fused(lp_cuda *c, const conv_plan *p, int kind, const fwd_call *f) {
+    if (kind == FUSE_CAPPED && act_cap != f->d->act) { /* the descriptor holds the last call's cap */
+        const cudnnStatus_t s = cudnnSetActivationDescriptor(act_desc[kind], CUDNN_ACTIVATION_CLIPPED_RELU,
+                                                             CUDNN_NOT_PROPAGATE_NAN, f->d->act);
+        if (s != CUDNN_STATUS_SUCCESS) return s;
+        act_cap = f->d->act;
+    }
     return cudnnConvolutionBiasActivationForward(c->dnn, &one, p->x, f->x, p->w, f->w, p->conv,
                                                  (cudnnConvolutionFwdAlgo_t)p->algo, f->ws, p->ws, &zero, p->y, f->y,
                                                  p->bias, f->fb, act_desc[kind], p->y, f->y);
@@ -441,14 +458,17 @@ static lp_status fuse_descs(conv_plan *p, int kind) {
         }
     }
     if (!act_desc[kind]) {
+        static const cudnnActivationMode_t mode[FUSE_KINDS] = {CUDNN_ACTIVATION_IDENTITY, CUDNN_ACTIVATION_RELU,
+                                                               CUDNN_ACTIVATION_CLIPPED_RELU};
+        const double coef = kind == FUSE_CAPPED ? p->fuse_cap : 0.0;
         cudnnActivationDescriptor_t a;
         LP_DNN(cudnnCreateActivationDescriptor(&a));
-        if (cudnnSetActivationDescriptor(a, kind ? CUDNN_ACTIVATION_RELU : CUDNN_ACTIVATION_IDENTITY,
-                                         CUDNN_NOT_PROPAGATE_NAN, 0.0)) {
+        if (cudnnSetActivationDescriptor(a, mode[kind], CUDNN_NOT_PROPAGATE_NAN, coef)) {
             cudnnDestroyActivationDescriptor(a);
             return lp_fail(LP_ERR_UNSUPPORTED, "cuDNN takes no activation descriptor for a fused convolution");
         }
         act_desc[kind] = a;
+        if (kind == FUSE_CAPPED) act_cap = coef;
     }
     return LP_OK;
 }
@@ -465,6 +485,7 @@ static lp_status fuse_decide(lp_cuda *c, conv_plan *p, int kind, const fwd_call 
         p->fuse[kind] = FUSE_UNTRIED;
         return fwd_ours(c, p, f);
     }
+    if (kind == FUSE_CAPPED) p->fuse_cap = d->act; /* decided for this cap */
     /* the time spent is deciding's alone: earlier work queued on the stream first */
     LP_CUDA(cudaStreamSynchronize(c->stream));
     const double t0 = lp_now_s();
@@ -510,7 +531,7 @@ lp_status lp_cuda_fusion_stats(lp_fusion_stats *out) {
     memset(out, 0, sizeof *out);
     out->s_deciding = fuse_spent_s;
     for (int i = 0; i < n_plans; i++)
-        for (int k = 0; k < 2; k++) {
+        for (int k = 0; k < FUSE_KINDS; k++) {
             const conv_plan *p = plans[i];
             switch (p->fuse[k]) {
             case FUSE_YES: out->fused++; break;

@@ -414,7 +414,12 @@ cudnnStatus_t cudnnConvolutionBiasActivationForward(cudnnHandle_t h, const void 
                                                     cudnnActivationDescriptor_t ad, cudnnTensorDescriptor_t yd,
                                                     void *y) {
     if (!ad || !ad->set || !bd || !bd->set || !zd || !zd->set) return bad("fused convolution: a descriptor was never set");
-    if (ad->mode != CUDNN_ACTIVATION_RELU && ad->mode != CUDNN_ACTIVATION_IDENTITY) return CUDNN_STATUS_NOT_SUPPORTED;
+    if (ad->mode != CUDNN_ACTIVATION_RELU && ad->mode != CUDNN_ACTIVATION_CLIPPED_RELU &&
+        ad->mode != CUDNN_ACTIVATION_IDENTITY)
+        return CUDNN_STATUS_NOT_SUPPORTED;
+    /* a cuDNN without a fused kernel for the capped ReLU */
+    static const char *no_clip = getenv("LOUPE_EMU_FUSED_NO_CLIP");
+    if (ad->mode == CUDNN_ACTIVATION_CLIPPED_RELU && no_clip && !strcmp(no_clip, "1")) return CUDNN_STATUS_NOT_SUPPORTED;
     if (ad->mode == CUDNN_ACTIVATION_IDENTITY && algo != CUDNN_CONVOLUTION_FWD_ALGO_IMPLICIT_PRECOMP_GEMM)
         return CUDNN_STATUS_NOT_SUPPORTED;
     cudnnStatus_t st = check_call(h, 0, xd, x, wd, w, cd, yd, y, ws, ws_bytes);
@@ -452,8 +457,11 @@ cudnnStatus_t cudnnConvolutionBiasActivationForward(cudnnHandle_t h, const void 
                     for (int j = 0; j < Y.w; j++) {
                         const size_t at = yv.at(n, k, i, j);
                         float v = acc[at] + (read_z ? a2 * zv.get(at, false) : 0.f) + bv.get(bv.at(0, k, 0, 0), false);
-                        if (act.mode == CUDNN_ACTIVATION_RELU && !(act.nan == CUDNN_PROPAGATE_NAN && v != v))
-                            v = v > 0.f ? v : 0.f;
+                        const bool relu = act.mode == CUDNN_ACTIVATION_RELU || act.mode == CUDNN_ACTIVATION_CLIPPED_RELU;
+                        if (relu && !(act.nan == CUDNN_PROPAGATE_NAN && v != v)) {
+                            v = v > 0.f ? v : 0.f; /* NaN: 0 */
+                            if (act.mode == CUDNN_ACTIVATION_CLIPPED_RELU) v = v < (float)act.coef ? v : (float)act.coef;
+                        }
                         yv.put(at, v, 1.f, 0.f);
                     }
     });

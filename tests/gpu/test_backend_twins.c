@@ -1939,6 +1939,12 @@ static int fusion_stats(lp_fusion_stats *f) {
     return 0;
 }
 
+/* Decisions made between two readings of the stats, whatever their outcome. */
+static int fusion_decided(const lp_fusion_stats *a, const lp_fusion_stats *b) {
+    return b->fused - a->fused + b->slower - a->slower + b->refused - a->refused + b->mismatched - a->mismatched +
+           b->off - a->off + b->untried - a->untried;
+}
+
 static void t_fuse_edge(void **state) {
     (void)state;
     group_begin("fused conv, sample of zeros");
@@ -1973,9 +1979,7 @@ static void t_fuse_edge(void **state) {
             count(0);
             break;
         }
-        const int d_off = f1.off - f0.off, d_untried = f1.untried - f0.untried;
-        const int d_all = f1.fused - f0.fused + f1.slower - f0.slower + f1.refused - f0.refused + f1.mismatched -
-                          f0.mismatched + d_off + d_untried;
+        const int d_off = f1.off - f0.off, d_untried = f1.untried - f0.untried, d_all = fusion_decided(&f0, &f1);
         if (call == 1 && !never && !strict && d_untried == 1 && d_all == 1) untried = 1;
         const int settles = untried ? 0 : never ? call == 1 : call == 3;
         const int ok = untried ? call > 1 || d_untried == 1 : settles ? d_off == 1 && d_all == 1 : d_all == 0;
@@ -1985,6 +1989,76 @@ static void t_fuse_edge(void **state) {
     if (untried) printf("(the deciding budget was spent: the shape stayed on Loupe's path untried)\n");
     free(x), free(w), free(b);
     group_end("fused conv, sample of zeros");
+}
+
+/* ---------------------------------------------------------------------------------
+ * fuse_caps: capped ReLUs (ReLU6's Clip) with two caps, on two shapes. A shape decides
+ * for the cap of its first call; a call with another cap takes Loupe's path and decides
+ * nothing; shapes decided for different caps, called in turn, each get their own cap
+ * (cuDNN's one activation descriptor for them is set anew). Every y against the CPU,
+ * in fp32 and in bf16 with packed ends. */
+
+static void t_fuse_caps(void **state) {
+    (void)state;
+    group_begin("fused conv, capped ReLU");
+    if (g_selftest) printf("(self-test: the decisions are the CUDA backend's; not run)\n");
+    const lp_conv_desc shapes[2] = {conv_make(2, 6, 9, 11, 7, 3, 3, 1, 1, 1, 1, 1, 1, 1, 1, 1),
+                                    conv_make(1, 3, 10, 7, 5, 3, 3, 2, 2, 1, 1, 1, 1, 1, 1, 1)};
+    /* (shape, cap, decisions the call makes) in call order */
+    static const struct { int s; float cap; int decides; } calls[] = {
+        {0, 0.5f, 1}, {0, 0.25f, 0}, {1, 0.25f, 1}, {0, 0.5f, 0}, {1, 0.25f, 0}, {1, 0.5f, 0}, {0, 0.5f, 0}};
+    for (int packed = 0; packed < 2 && !g_selftest; packed++) {
+        float *x[2], *w[2], *b[2];
+        for (int i = 0; i < 2; i++) { /* bf16-exact values, so both precisions see the same inputs */
+            const lp_conv_desc *d = &shapes[i];
+            const int64_t nx = (int64_t)d->n * d->c * d->h * d->w, nw = (int64_t)d->k * d->c * d->kh * d->kw;
+            x[i] = hrand(nx, -1, 1), w[i] = hrand(nw, -1, 1), b[i] = hrand(d->k, -1, 1);
+            for (int64_t k = 0; k < nx; k++) x[i][k] = h_f32(h_bf16(x[i][k]));
+            for (int64_t k = 0; k < nw; k++) w[i][k] = h_f32(h_bf16(w[i][k]));
+            for (int64_t k = 0; k < d->k; k++) b[i][k] = h_f32(h_bf16(b[i][k]));
+        }
+        for (size_t k = 0; k < sizeof calls / sizeof *calls && !g_broken; k++) {
+            const int i = calls[k].s;
+            lp_conv_desc d = shapes[i];
+            d.act = calls[k].cap;
+            const int64_t nx = (int64_t)d.n * d.c * d.h * d.w, nw = (int64_t)d.k * d.c * d.kh * d.kw;
+            const int64_t hw = (int64_t)d.h * d.w, ohw = (int64_t)d.oh * d.ow, ny = (int64_t)d.n * d.k * ohw;
+            char lab[160], extra[64];
+            snprintf(extra, sizeof extra, " +relu6(%g)%s, call %zu", calls[k].cap, packed ? " x,y packed" : "", k + 1);
+            conv_label(&d, extra, lab, sizeof lab);
+            lp_fusion_stats f0, f1;
+            tw t;
+            if (!fusion_stats(&f0) || !tw_begin(&t, packed ? DUT_BF16 : DUT, "conv_fwd", "%s", lab)) {
+                count(0);
+                break;
+            }
+            float *gw = tw_dev(&t, w[i], nw), *gb = tw_dev(&t, b[i], d.k);
+            outbuf y;
+            out_init(&t, &y, ny, -1, 1);
+            REF_CALL(&t, conv_fwd, &d, x[i], w[i], b[i], y.want);
+            if (packed) {
+                uint16_t *xp = pk_rand(nx), *want = pk_rand(ny);
+                pk_pack(d.n, d.c, hw, x[i], xp);
+                void *gxp = pk_dev(&t, xp, nx), *gyp = pk_dev(&t, want, ny);
+                pk_pack(d.n, d.k, ohw, y.want, want);
+                d.x_packed = d.y_packed = 1;
+                DUT_CALL(&t, conv_fwd, &d, gxp, gw, gb, gyp);
+                pk_check(&t, gyp, want, ny, "y", TWIN_BF16_TOL); /* ours rounds twice, the fused call once */
+                free(xp), free(want);
+            } else {
+                float *gx = tw_dev(&t, x[i], nx);
+                DUT_CALL(&t, conv_fwd, &d, gx, gw, gb, y.dev);
+                out_check(&t, &y, "y", 0, TWIN_CONV_TOL);
+            }
+            tw_end(&t);
+            const int decided = fusion_stats(&f1) ? fusion_decided(&f0, &f1) : -1, ok = decided == calls[k].decides;
+            printf("%s  %-18s %-62s %d decided, %d expected\n", ok ? "PASS" : "FAIL", "fusion decision", lab, decided,
+                   calls[k].decides);
+            count(ok);
+        }
+        for (int i = 0; i < 2; i++) free(x[i]), free(w[i]), free(b[i]);
+    }
+    group_end("fused conv, capped ReLU");
 }
 
 /* ---------------------------------------------------------------------------------
@@ -2051,7 +2125,8 @@ static void t_fuse_capture(void **state) {
  * cuDNN's fused convolution + bias + activation: how the forward shapes were decided
  * (the conv_fwd checks above ran whichever way). LOUPE_TWIN_EXPECT_FUSION=fused: some
  * fused and none refused, mismatched or untried (with LOUPE_CUDNN_FUSE=1, every check then ran
- * fused where cuDNN offers it); =none: none fused; =mismatched: none fused, some caught
+ * fused where cuDNN offers it); =refused: the same, but some refused (the emulator's
+ * cuDNN without a fused capped ReLU, LOUPE_EMU_FUSED_NO_CLIP=1); =none: none fused; =mismatched: none fused, some caught
  * mismatching (the emulator's faulty cuDNN, LOUPE_EMU_FUSED_FAULT=1); =budget: one
  * decided, the rest untried (LOUPE_CUDNN_FUSE_BUDGET_S=0); =off: every decision failed
  * or was off (the emulator's failing events, LOUPE_EMU_EVENT_FAIL=1), none fused. */
@@ -2070,6 +2145,7 @@ static void fusion_check(void) {
     if (!ex || !*ex) return;
     int ok;
     if (!strcmp(ex, "fused")) ok = f.fused > 0 && !f.refused && !f.mismatched && !f.untried;
+    else if (!strcmp(ex, "refused")) ok = f.fused > 0 && f.refused > 0 && !f.mismatched && !f.untried;
     else if (!strcmp(ex, "none")) ok = f.fused == 0;
     else if (!strcmp(ex, "mismatched")) ok = f.fused == 0 && f.mismatched > 0 && !f.untried;
     else if (!strcmp(ex, "budget")) ok = f.fused + f.slower + f.refused + f.mismatched == 1 && f.untried > 0;
@@ -2124,7 +2200,7 @@ int main(void) {
         cmocka_unit_test(t_lrn),     cmocka_unit_test(t_affine),    cmocka_unit_test(t_blas1),
         cmocka_unit_test(t_tf32),    cmocka_unit_test(t_bf16),      cmocka_unit_test(t_packed),
         cmocka_unit_test(t_race_refused), cmocka_unit_test(t_oom), cmocka_unit_test(t_fuse_edge),
-        cmocka_unit_test(t_fuse_capture),
+        cmocka_unit_test(t_fuse_caps), cmocka_unit_test(t_fuse_capture),
     };
     /* LOUPE_TWIN_ONLY="conv tf32": only those groups (t_conv, t_tf32) */
     const char *only = getenv("LOUPE_TWIN_ONLY");
