@@ -93,8 +93,8 @@ cudnnStatus_t check(const lp_emu_tensor *x, const lp_emu_filter *w, const lp_emu
     if (y->n != x->n || y->c != w->k || y->h != out_dim(x->h, c->ph, w->h, c->dh, c->sh) ||
         y->w != out_dim(x->w, c->pw, w->w, c->dw, c->sw))
         return bad("y's shape is not the convolution's output shape");
-    static const char *grouped = getenv("LOUPE_EMU_BF16_GROUPED");
-    if (x->type == CUDNN_DATA_BFLOAT16 && c->groups > 1 && !(grouped && !strcmp(grouped, "1")))
+    static const bool grouped = lp_emu::knob("LOUPE_EMU_BF16_GROUPED");
+    if (x->type == CUDNN_DATA_BFLOAT16 && c->groups > 1 && !grouped)
         return CUDNN_STATUS_NOT_SUPPORTED;
     return CUDNN_STATUS_SUCCESS;
 }
@@ -418,8 +418,8 @@ cudnnStatus_t cudnnConvolutionBiasActivationForward(cudnnHandle_t h, const void 
         ad->mode != CUDNN_ACTIVATION_IDENTITY)
         return CUDNN_STATUS_NOT_SUPPORTED;
     /* a cuDNN without a fused kernel for the capped ReLU */
-    static const char *no_clip = getenv("LOUPE_EMU_FUSED_NO_CLIP");
-    if (ad->mode == CUDNN_ACTIVATION_CLIPPED_RELU && no_clip && !strcmp(no_clip, "1")) return CUDNN_STATUS_NOT_SUPPORTED;
+    static const bool no_clip = lp_emu::knob("LOUPE_EMU_FUSED_NO_CLIP");
+    if (ad->mode == CUDNN_ACTIVATION_CLIPPED_RELU && no_clip) return CUDNN_STATUS_NOT_SUPPORTED;
     if (ad->mode == CUDNN_ACTIVATION_IDENTITY && algo != CUDNN_CONVOLUTION_FWD_ALGO_IMPLICIT_PRECOMP_GEMM)
         return CUDNN_STATUS_NOT_SUPPORTED;
     cudnnStatus_t st = check_call(h, 0, xd, x, wd, w, cd, yd, y, ws, ws_bytes);
@@ -431,11 +431,11 @@ cudnnStatus_t cudnnConvolutionBiasActivationForward(cudnnHandle_t h, const void 
     if (bd->type != yd->type) return CUDNN_STATUS_NOT_SUPPORTED;
     if (bd->n != 1 || bd->c != yd->c || bd->h != 1 || bd->w != 1) return bad("fused convolution: the bias is not 1 x K x 1 x 1");
     /* a cuDNN whose fused call fails while capturing (building a kernel anew there) */
-    static const char *cap_fail = getenv("LOUPE_EMU_FUSED_CAPTURE_FAIL");
-    if (cap_fail && !strcmp(cap_fail, "1") && lp_emu::capturing()) return CUDNN_STATUS_EXECUTION_FAILED;
-    static const char *fault = getenv("LOUPE_EMU_FUSED_FAULT");
+    static const bool cap_fail = lp_emu::knob("LOUPE_EMU_FUSED_CAPTURE_FAIL");
+    if (cap_fail && lp_emu::capturing()) return CUDNN_STATUS_EXECUTION_FAILED;
+    static const bool fault = lp_emu::knob("LOUPE_EMU_FUSED_FAULT");
     const float a1 = scalar(alpha1), a2 = scalar(alpha2);
-    const bool read_z = a2 != 0.f || (fault && !strcmp(fault, "1"));
+    const bool read_z = a2 != 0.f || fault;
     const size_t es = esize(yd->type), ny = tview(yd, y).count();
     if (!lp_emu::device_range(bias, es * (size_t)yd->c, "cuDNN bias") ||
         (read_z && !lp_emu::device_range(z, es * ny, "cuDNN z")))

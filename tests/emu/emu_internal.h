@@ -17,6 +17,8 @@ cudaError_t submit(void *stream, std::function<void()> op);
 bool device_range(const void *p, size_t bytes, const char *who);
 /* Whether a stream capture is under way. */
 bool capturing();
+/* Whether the environment's on/off switch `name` is on ("1"). */
+bool knob(const char *name);
 /* Round a float to TF32 (10 mantissa bits, nearest even), as tensor cores read it. */
 float tf32(float v);
 float bf16_to_float(uint16_t h);

@@ -315,6 +315,11 @@ namespace lp_emu {
 
 bool capturing() { return cap_graph != nullptr; }
 
+bool knob(const char *name) {
+    const char *v = getenv(name);
+    return v && !strcmp(v, "1");
+}
+
 cudaError_t submit(void *stream, std::function<void()> op) {
     settings();
     if (cap_graph) {
@@ -357,7 +362,7 @@ uint16_t float_to_bf16(float v) { return __float2bfloat16_rn(v).x; }
 
 void launch(dim3 g, dim3 b, size_t shmem, void *stream, std::function<void()> fn, const void *kernel) {
     settings();
-    force_fibers = getenv("LOUPE_EMU_FIBERS") && !strcmp(getenv("LOUPE_EMU_FIBERS"), "1");
+    force_fibers = lp_emu::knob("LOUPE_EMU_FIBERS");
     const unsigned long long nt = (unsigned long long)b.x * b.y * b.z;
     if (!g.x || !g.y || !g.z || !b.x || !b.y || !b.z || g.y > 65535 || g.z > 65535 || b.x > 1024 || b.y > 1024 ||
         b.z > 64 || nt > 1024 || shmem > 48 * 1024) {
@@ -583,8 +588,8 @@ struct CUevent_st {
     double ms;
 };
 cudaError_t cudaEventCreate(cudaEvent_t *e) {
-    static const char *fail_env = getenv("LOUPE_EMU_EVENT_FAIL"); /* a driver that cannot make events */
-    if (fail_env && !strcmp(fail_env, "1")) return fail(cudaErrorMemoryAllocation);
+    static const bool fail_all = lp_emu::knob("LOUPE_EMU_EVENT_FAIL"); /* a driver that cannot make events */
+    if (fail_all) return fail(cudaErrorMemoryAllocation);
     *e = new CUevent_st{-1.0};
     return cudaSuccess;
 }
